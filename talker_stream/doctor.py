@@ -1,0 +1,55 @@
+"""doctor: what can run on this machine, and for each thing that cannot, why and how to fix it."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from . import registry
+from .config import Settings
+
+
+def _writer_check() -> str | None:
+    try:
+        import av
+    except ImportError as exc:
+        return f"PyAV is not installed ({exc}); pip install av"
+    missing = [c for c in ("libx264", "aac") if c not in av.codecs_available]
+    return f"PyAV lacks encoders {missing}; reinstall the av wheel from PyPI" if missing else None
+
+
+def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
+    """(kind, name, role, problem or None) for everything the project can use."""
+    out = []
+    chosen = {"tts": {settings.tts.engine, settings.tts.fallback}, "face": {settings.face.engine}}
+    for kind in ("tts", "face", "sink", "adapter"):
+        for name, ep in sorted(registry.available(kind).items()):
+            role = "selected" if name in chosen.get(kind, ()) else ""
+            try:
+                cls = ep.load()
+                problem = cls.check() if hasattr(cls, "check") else None
+            except Exception as exc:  # noqa: BLE001 - a broken plugin is exactly what doctor reports
+                problem = f"cannot import: {exc}"
+            out.append((kind, name, role, problem))
+        for name in sorted(chosen.get(kind, set()) - set(registry.available(kind))):
+            if name:
+                out.append((kind, name, "selected", "not installed: no plugin registers this name"))
+    out.append(("writer", "mp4 (h264+aac)", "", _writer_check()))
+    portrait = settings.path(settings.avatar.portrait)
+    out.append(("portrait", str(portrait), "", None if portrait.is_file() else "file not found; set avatar.portrait"))
+    return out
+
+
+def report(settings: Settings, console: Console | None = None) -> bool:
+    """Print the table; True when everything selected can run."""
+    console = console or Console()
+    table = Table(title="talker-stream doctor")
+    for col in ("kind", "name", "", "status"):
+        table.add_column(col)
+    ok = True
+    for kind, name, role, problem in rows(settings):
+        if problem and (role or kind in ("writer", "portrait")):
+            ok = False
+        table.add_row(kind, name, role, "[green]ok[/]" if not problem else f"[red]{problem}[/]")
+    console.print(table)
+    console.print("[green]ready[/]" if ok else "[red]something selected cannot run: see above[/]")
+    return ok

@@ -1,0 +1,75 @@
+"""The built-in face engine: MediaPipe landmarks once, a sparse mesh warp per frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .landmarks import Face, FaceFinder
+from .mouth import MouthPainter
+from .params import FaceParams
+from .rig import N_MESH, Rig
+from .warp import MeshWarper
+
+
+@dataclass
+class MeshAvatar:
+    """Everything about one portrait that the per-frame work reuses."""
+
+    image: np.ndarray
+    face: Face
+    rig: Rig
+    warper: MeshWarper
+    mouth: MouthPainter
+
+    @property
+    def size(self) -> tuple[int, int]:
+        h, w = self.image.shape[:2]
+        return w, h
+
+    def head_mask(self) -> np.ndarray:
+        """Pixels the animator may change (True); everything else stays as photographed."""
+        m = np.zeros(self.image.shape[:2], dtype=bool)
+        w = self.warper
+        m[w.y0 : w.y1, w.x0 : w.x1] = w.mask
+        return m
+
+
+class MeshAnimator:
+    """Moves the portrait's own pixels: no neural network, no GPU, hundreds of fps."""
+
+    name = "mesh"
+
+    def __init__(self, **_: object) -> None:
+        self._finder: FaceFinder | None = None
+
+    @classmethod
+    def check(cls) -> str | None:
+        """Why this engine cannot run here, or None when it can."""
+        try:
+            import mediapipe  # noqa: F401
+        except ImportError as exc:
+            return f"mediapipe is not installed ({exc}); pip install 'mediapipe==0.10.21'"
+        return None
+
+    def prepare(self, portrait: np.ndarray, source: str = "portrait") -> MeshAvatar:
+        if self._finder is None:
+            self._finder = FaceFinder()
+        face = self._finder.find_one(portrait, source)
+        rig = Rig.build(face, portrait.shape[:2])
+        warper = MeshWarper(rig.rest, portrait.shape[:2])
+        mouth = MouthPainter(portrait, face.points[:, :2], rig.mouth_width)
+        return MeshAvatar(np.ascontiguousarray(portrait), face, rig, warper, mouth)
+
+    def render(self, avatar: MeshAvatar, params: FaceParams, out: np.ndarray | None = None) -> np.ndarray:
+        frame = avatar.image.copy() if out is None else out
+        d = avatar.rig.displacement(params)
+        avatar.warper.warp(avatar.image, d, frame)
+        moved = avatar.rig.rest[:N_MESH] + d[:N_MESH]
+        avatar.mouth.paint(frame, moved)
+        return frame
+
+    def close(self) -> None:
+        if self._finder is not None:
+            self._finder.close()
+            self._finder = None

@@ -1,0 +1,125 @@
+"""The render job: a portrait and text (or recorded audio) become an mp4, offline, on CPU.
+
+It is the live pipeline pulled as fast as the CPU allows: the same speaker, timeline and
+face engine, with a file writer at the end instead of a real-time frame loop.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import registry
+from .audio import read_audio
+from .clock import MediaClock
+from .config import Settings
+from .errors import InputError
+from .face.expression import Expression
+from .media import Sentence, SpeechSegment
+from .portrait import load_portrait
+from .speaker import Speaker, audio_segments
+from .text import split_sentences
+from .timeline import Timeline
+from .tts import open_tts
+from .writer import Mp4Writer
+
+log = logging.getLogger(__name__)
+
+TAIL_S = 0.4  # idle after the last word, so the mouth settles before the video ends
+
+
+@dataclass
+class RenderResult:
+    path: Path
+    frames: int
+    seconds: float
+    wall_seconds: float
+
+    @property
+    def realtime_factor(self) -> float:
+        """Wall time over media time: below 1 means faster than real time."""
+        return self.wall_seconds / self.seconds if self.seconds else float("inf")
+
+
+def read_text_pieces(path: str | Path, block: int = 4096) -> Iterator[str]:
+    """A text file in blocks, so a book-length script is never all in memory."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            while piece := f.read(block):
+                yield piece
+    except OSError as exc:
+        raise InputError(f"cannot read text file {path}: {exc}") from None
+
+
+def _non_empty(sentences: Iterator[Sentence]) -> Iterator[Sentence]:
+    """Fail before anything is written when there is nothing to say."""
+    first = next(sentences, None)
+    if first is None:
+        raise InputError("the text is empty (nothing speakable after removing control characters and emoji)")
+    return itertools.chain([first], sentences)
+
+
+def face_engine(settings: Settings):
+    return registry.load("face", settings.face.engine)()
+
+
+def render(
+    settings: Settings,
+    output: str | Path,
+    text: Iterable[str] | None = None,
+    audio: str | Path | None = None,
+    progress=None,
+) -> RenderResult:
+    """Render *text* pieces (spoken by the configured voice) or an *audio* file to *output*.
+
+    *progress*, when given, is called with (done, frames) after each sentence or block:
+    done counts characters for text and samples for audio.
+    """
+    if (text is None) == (audio is None):
+        raise InputError("give either text or an audio file to render")
+    clock = MediaClock(settings.video.sample_rate, settings.video.fps)
+    portrait_path = settings.path(settings.avatar.portrait)
+    portrait = load_portrait(portrait_path, settings.avatar.max_size)
+    engine = face_engine(settings)
+    avatar = engine.prepare(portrait, source=str(portrait_path))
+
+    if text is not None:
+        sentences = _non_empty(split_sentences(text))
+        speaker = Speaker(open_tts(settings), clock)
+        segments: Iterator[SpeechSegment] = speaker.speak(sentences)
+        unit = lambda seg: len(seg.sentence.text) + 1  # noqa: E731
+    else:
+        chunks = read_audio(audio, clock.sample_rate)
+        first = next(chunks)  # raises InputError before the writer exists
+        segments = audio_segments(itertools.chain([first], chunks), clock)
+        unit = lambda seg: len(seg.audio.pcm)  # noqa: E731
+
+    timeline = Timeline(clock, Expression(settings.face.expression))
+    r = settings.render
+    started = time.perf_counter()
+    done = 0
+    h, w = portrait.shape[:2]
+    with Mp4Writer(output, (w, h), clock, r.crf, r.preset, r.audio_bitrate) as writer:
+        frame = portrait.copy()
+
+        def emit(count: int) -> None:
+            for _ in range(count):
+                plan = timeline.next_frame()
+                engine.render(avatar, plan.params, out=frame)
+                writer.write(frame, plan.audio, plan.pts)
+
+        for seg in segments:
+            timeline.append(seg)
+            emit(timeline.queued_frames)
+            done += unit(seg)
+            if progress:
+                progress(done, writer.frames)
+        emit(max(1, round(TAIL_S * float(clock.fps))))
+        frames = writer.frames
+    wall = time.perf_counter() - started
+    result = RenderResult(Path(output), frames, frames / float(clock.fps), wall)
+    log.info("rendered %d frames (%.1f s) in %.1f s: %.2fx real time", frames, result.seconds, wall, result.realtime_factor)
+    return result

@@ -1,0 +1,103 @@
+"""The timeline: speech laid out on the one clock, pulled frame by frame.
+
+Segments are placed back to back ahead of the playhead, each padded to a whole number of
+frames; a frame is then just "the audio samples of this frame's window plus the face for
+the middle of that window". The render job pulls as fast as it can, the live loop pulls
+at the wall clock; when nothing is queued the frame is an idle one (blinks, breathing).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .clock import MediaClock
+from .face.expression import Expression
+from .face.params import FaceParams
+from .face.visemes import MouthTrack, mouth_track
+from .media import SpeechSegment
+
+MOOD_HOLD_S = 1.5  # the face keeps the last sentence's emotion this long after speaking
+
+
+@dataclass
+class FramePlan:
+    """What one frame shows and plays."""
+
+    index: int
+    pts: int  # first audio sample of the frame, in the clock's time base
+    audio: np.ndarray  # float32 mono samples for [pts, next pts)
+    params: FaceParams
+    caption: str = ""
+    speaking: bool = False
+
+
+@dataclass
+class _Placed:
+    segment: SpeechSegment
+    first_frame: int
+    n_frames: int
+    audio: np.ndarray  # padded to the frames' windows
+    track: MouthTrack
+
+
+class Timeline:
+    def __init__(self, clock: MediaClock, expression: Expression | None = None) -> None:
+        self.clock = clock
+        self.expression = expression or Expression()
+        self.playhead = 0  # index of the next frame to pull
+        self._queue: deque[_Placed] = deque()
+        self._mood = "neutral"
+        self._mood_until = -1.0
+
+    @property
+    def end_frame(self) -> int:
+        """The first frame after everything queued."""
+        return self._queue[-1].first_frame + self._queue[-1].n_frames if self._queue else self.playhead
+
+    @property
+    def queued_frames(self) -> int:
+        return self.end_frame - self.playhead
+
+    def append(self, segment: SpeechSegment) -> None:
+        """Place *segment* right after what is queued (or at the playhead when idle)."""
+        clock = self.clock
+        if segment.audio.sample_rate != clock.sample_rate:
+            raise ValueError("segments must be at the clock's sample rate (the Speaker resamples)")
+        first = self.end_frame
+        pcm = segment.audio.pcm
+        n = max(1, clock.frames_to_cover(first, len(pcm)))
+        start = clock.frame_start(first)
+        bounds = np.array([clock.frame_start(first + j) for j in range(n + 1)]) - start
+        audio = np.zeros(bounds[-1], dtype=np.float32)
+        audio[: len(pcm)] = pcm
+        centres = (bounds[:-1] + bounds[1:]) / 2
+        track = mouth_track(audio, clock.sample_rate, centres, segment.audio.phonemes)
+        self._queue.append(_Placed(segment, first, n, audio, track))
+
+    def next_frame(self) -> FramePlan:
+        """The frame at the playhead; advances it by one."""
+        k = self.playhead
+        self.playhead += 1
+        clock = self.clock
+        a, b = clock.frame_window(k)
+        t = (a + b) / 2 / clock.sample_rate
+        while self._queue and self._queue[0].first_frame + self._queue[0].n_frames <= k:
+            self._queue.popleft()
+        placed = self._queue[0] if self._queue and self._queue[0].first_frame <= k else None
+        if placed is None:
+            emotion = self._mood if t < self._mood_until else "neutral"
+            params = self.expression.step(t, emotion, 0.0)
+            return FramePlan(k, a, np.zeros(b - a, dtype=np.float32), params)
+        j = k - placed.first_frame
+        seg_start = clock.frame_start(placed.first_frame)
+        audio = placed.audio[a - seg_start : b - seg_start]
+        tr = placed.track
+        self._mood = placed.segment.sentence.emotion
+        self._mood_until = t + MOOD_HOLD_S
+        params = self.expression.step(t, self._mood, float(tr.jaw_open[j]))
+        params.jaw_open += float(tr.jaw_open[j])
+        params.mouth_wide += float(tr.mouth_wide[j])
+        params.mouth_round += float(tr.mouth_round[j])
+        return FramePlan(k, a, audio, params, placed.segment.sentence.text, True)
