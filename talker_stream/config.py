@@ -130,6 +130,9 @@ def _build(cls: type, data: dict, where: list[str], text: str, src: str) -> Any:
         return ConfigError(f"{loc}: {name}: {msg}")
 
     for key, value in data.items():
+        if re.search(r"(token|password|secret|key)$", key):
+            raise fail(key, "secrets do not belong in the config file (it gets shared and logged); "
+                       f"put it in an environment variable and name that variable in {key}_env")
         if key not in known:
             close = [k for k in known if k[:3] == key[:3]]
             hint = f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(known)}"
@@ -151,9 +154,6 @@ def _build(cls: type, data: dict, where: list[str], text: str, src: str) -> Any:
         if lo is not None and value < lo or hi is not None and value > hi:
             bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
             raise fail(key, f"must be {bounds}; got {value!r}")
-        if re.search(r"(token|password|secret|key)$", key) and value:
-            raise fail(key, "secrets do not belong in the config file; name an environment variable in "
-                       f"{key}_env instead")
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -184,10 +184,30 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         node[last] = value
     settings = _build(Settings, data, [], text, src)
     settings.base_dir = base
+    _check_engine_names(settings, text, src)
     ex = settings.face.expression
     if ex.blink_min > ex.blink_max:
         raise ConfigError(f"{src}: face.expression.blink_min ({ex.blink_min}) is above blink_max ({ex.blink_max})")
     return settings
+
+
+def _check_engine_names(settings: Settings, text: str, src: str) -> None:
+    """Engine names must match an installed plugin; say which ones exist."""
+    from . import registry
+
+    for kind, table, key, name in (
+        ("tts", ["tts"], "engine", settings.tts.engine),
+        ("tts", ["tts"], "fallback", settings.tts.fallback),
+        ("face", ["face"], "engine", settings.face.engine),
+    ):
+        names = registry.available(kind)
+        if name and name not in names:
+            line = _line_of(text, table, key)
+            loc = f"{src}:{line}" if line else src
+            raise ConfigError(
+                f"{loc}: {'.'.join(table + [key])}: no {kind} engine named {name!r}; "
+                f"installed: {', '.join(sorted(names)) or 'none'}"
+            )
 
 
 def defaults_as_dict(obj: Any = None) -> dict:

@@ -20,10 +20,12 @@ def _writer_check() -> str | None:
 def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
     """(kind, name, role, problem or None) for everything the project can use."""
     out = []
-    chosen = {"tts": {settings.tts.engine, settings.tts.fallback}, "face": {settings.face.engine}}
+    roles = {("tts", settings.tts.engine): "selected", ("tts", settings.tts.fallback): "fallback",
+             ("face", settings.face.engine): "selected"}
+    chosen = {"tts": {settings.tts.engine, settings.tts.fallback} - {""}, "face": {settings.face.engine}}
     for kind in ("tts", "face", "sink", "adapter"):
         for name, ep in sorted(registry.available(kind).items()):
-            role = "selected" if name in chosen.get(kind, ()) else ""
+            role = roles.get((kind, name), "")
             try:
                 cls = ep.load()
                 problem = cls.check() if hasattr(cls, "check") else None
@@ -31,8 +33,7 @@ def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
                 problem = f"cannot import: {exc}"
             out.append((kind, name, role, problem))
         for name in sorted(chosen.get(kind, set()) - set(registry.available(kind))):
-            if name:
-                out.append((kind, name, "selected", "not installed: no plugin registers this name"))
+            out.append((kind, name, roles[(kind, name)], "not installed: no plugin registers this name"))
     out.append(("writer", "mp4 (h264+aac)", "", _writer_check()))
     portrait = settings.path(settings.avatar.portrait)
     out.append(("portrait", str(portrait), "", None if portrait.is_file() else "file not found; set avatar.portrait"))

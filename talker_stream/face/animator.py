@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .eyelids import EyelidPainter
 from .landmarks import Face, FaceFinder
 from .mouth import MouthPainter
 from .params import FaceParams
@@ -21,6 +22,7 @@ class MeshAvatar:
     rig: Rig
     warper: MeshWarper
     mouth: MouthPainter
+    eyelids: EyelidPainter
 
     @property
     def size(self) -> tuple[int, int]:
@@ -59,12 +61,14 @@ class MeshAnimator:
         rig = Rig.build(face, portrait.shape[:2])
         warper = MeshWarper(rig.rest, portrait.shape[:2])
         mouth = MouthPainter(portrait, face.points[:, :2], rig.mouth_width)
-        return MeshAvatar(np.ascontiguousarray(portrait), face, rig, warper, mouth)
+        eyelids = EyelidPainter(face, portrait.shape[:2])
+        return MeshAvatar(np.ascontiguousarray(portrait), face, rig, warper, mouth, eyelids)
 
     def render(self, avatar: MeshAvatar, params: FaceParams, out: np.ndarray | None = None) -> np.ndarray:
         frame = avatar.image.copy() if out is None else out
         d = avatar.rig.displacement(params)
-        avatar.warper.warp(avatar.image, d, frame)
+        source = avatar.eyelids.close(avatar.image, params.blink_l, params.blink_r)
+        avatar.warper.warp(source, d, frame)
         moved = avatar.rig.rest[:N_MESH] + d[:N_MESH]
         avatar.mouth.paint(frame, moved)
         return frame

@@ -15,7 +15,8 @@ from .landmarks import CHIN, FOREHEAD, INNER_LIP_LOWER, INNER_LIP_UPPER, Face
 from .params import FaceParams
 
 N_MESH = 468  # iris points are left out: a closing lid must be able to cover the iris
-EXPRESSION = [n for n in FaceParams.names() if n not in ("yaw", "pitch", "roll", "lift")]
+# blinks are not mesh deformations: eyelids.py slides the lids over the source photo
+EXPRESSION = [n for n in FaceParams.names() if n not in ("yaw", "pitch", "roll", "lift", "blink_l", "blink_r")]
 INNER_RING_SCALE, OUTER_RING_SCALE = 1.3, 1.9
 INNER_RING_FOLLOW = 0.6  # how much of the head motion the hair/neck ring takes along
 
@@ -109,14 +110,6 @@ class Rig:
             B["squint"][low, 1] -= 0.016 * H
             B["squint"][up, 1] += 0.008 * H
             B["smile"][low, 1] -= 0.008 * H
-            # blink: the upper lid travels down to the lower lid at the same x
-            order = np.argsort(x[low])
-            target = np.interp(x[up], x[low][order], y[low][order])
-            gap = target - y[up]
-            B[f"blink_{s}"][up, 1] = 0.9 * gap
-            lower_gap = np.interp(x[low], x[up][np.argsort(x[up])], gap[np.argsort(x[up])])
-            B[f"blink_{s}"][low, 1] = -0.1 * lower_gap
-
         bases = np.stack([B[n] for n in EXPRESSION])
         pivot = np.array([c[0], xy[CHIN, 1] + 0.25 * H, 0.0])
         del image_shape

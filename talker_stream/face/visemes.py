@@ -97,16 +97,17 @@ def mouth_track(
     """Mouth parameters at *frame_centres* (sample offsets into *pcm*)."""
     level, centroid = _hop_features(pcm, rate)
     n = len(level)
+    speech = gaussian_filter1d(level, sigma=2.0, mode="nearest")
+    voiced = np.clip(speech * 3, 0, 1)
     if phonemes:
+        # Piper's phoneme timings drift by tens of ms, the audio never does: loudness sets
+        # when and how far the jaw opens, the phonemes shape the lips around it.
         t = _phoneme_targets(phonemes, n, rate)
         vis = gaussian_filter1d(t[:, :3], sigma=3.0, axis=0, mode="nearest")  # 30 ms co-articulation
-        closed = gaussian_filter1d(t[:, 3], sigma=1.5, mode="nearest")
-        speech = gaussian_filter1d(level, sigma=2.0, mode="nearest")
-        jaw = (0.55 * vis[:, 0] + 0.45 * speech) * np.clip(speech * 4, 0, 1) * (1 - 0.9 * closed)
-        wide, rnd = vis[:, 1] * np.clip(speech * 3, 0, 1), vis[:, 2] * np.clip(speech * 3, 0, 1)
+        closed = gaussian_filter1d(t[:, 3], sigma=2.0, mode="nearest")
+        jaw = speech * (0.7 + 0.3 * vis[:, 0]) * (1 - 0.5 * closed)
+        wide, rnd = vis[:, 1] * voiced, vis[:, 2] * voiced
     else:
-        speech = gaussian_filter1d(level, sigma=2.0, mode="nearest")
-        voiced = np.clip(speech * 3, 0, 1)
         cen = gaussian_filter1d(centroid, sigma=3.0, mode="nearest")
         jaw = speech
         wide = np.clip((cen - 1800) / 1800, 0, 1) * voiced * 0.8

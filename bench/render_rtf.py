@@ -1,0 +1,124 @@
+"""Full render job speed: text -> real voice -> mesh face -> H.264/AAC mp4, on this CPU.
+
+A fixed three-sentence English paragraph is rendered with the sample portrait through
+``talker_stream.render.render`` with each TTS engine (piper, espeak; no fallback, so the
+engine named is the engine measured), several runs each, interleaved. Per engine it
+reports the median media seconds, wall seconds and real-time factor (wall / media, below
+1 is faster than real time). ``RenderResult.wall_seconds`` starts after the portrait is
+loaded, the face prepared and the voice opened; the "total wall" column also counts that
+setup (the whole ``render`` call). One output is then measured with
+``talker_stream.lipsync.measure_file`` for lip-sync lag and correlation.
+
+Threads are left at their defaults (the render job uses the whole machine). Outputs go to
+a temporary folder that is deleted at the end.
+
+Usage:  .venv/bin/python bench/render_rtf.py [--runs 3] [--engines piper espeak] [--sync-engine piper]
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from talker_stream.config import load_settings  # noqa: E402
+from talker_stream.lipsync import measure_file  # noqa: E402
+from talker_stream.render import render  # noqa: E402
+from talker_stream.writer import probe  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PORTRAIT = ROOT / "examples" / "portrait.png"
+PARAGRAPH = (
+    "Good morning, and thank you for joining today's project update. "
+    "Over the last two weeks we rebuilt the rendering pipeline so that a single photo "
+    "can speak any text on an ordinary laptop. "
+    "In the next few minutes I will walk you through what changed, what we measured, and what comes next."
+)
+
+
+def one_render(engine: str, out: Path) -> dict:
+    settings = load_settings(None, {"avatar.portrait": str(PORTRAIT), "tts.engine": engine, "tts.fallback": ""})
+    t0 = time.perf_counter()
+    result = render(settings, out, text=[PARAGRAPH])
+    total = time.perf_counter() - t0
+    info = probe(out)
+    return {
+        "engine": engine,
+        "path": out,
+        "frames": result.frames,
+        "media_s": result.seconds,
+        "wall_s": result.wall_seconds,
+        "total_s": total,
+        "rtf": result.realtime_factor,
+        "total_rtf": total / result.seconds,
+        "video_end": info.get("video", {}).get("end", float("nan")),
+        "audio_end": info.get("audio", {}).get("end", float("nan")),
+        "mb": out.stat().st_size / 1e6,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--engines", nargs="+", default=["piper", "espeak"])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--sync-engine", default="piper", help="engine whose first output is measured for lip-sync")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    runs: dict[str, list[dict]] = {e: [] for e in args.engines}
+    with tempfile.TemporaryDirectory(prefix="talker-bench-") as tmp:
+        for i in range(args.runs):  # interleaved, so drift in machine speed hits both engines alike
+            for engine in args.engines:
+                r = one_render(engine, Path(tmp) / f"{engine}-{i}.mp4")
+                runs[engine].append(r)
+                print(f"run {i + 1}/{args.runs} {engine}: {r['frames']} frames, {r['media_s']:.2f} s media, "
+                      f"{r['wall_s']:.2f} s wall ({r['total_s']:.2f} s with setup), RTF {r['rtf']:.3f}",
+                      file=sys.stderr, flush=True)
+        sync = None
+        if args.sync_engine in runs and runs[args.sync_engine]:
+            target = runs[args.sync_engine][0]
+            t0 = time.perf_counter()
+            rep = measure_file(target["path"])
+            sync = (target, rep, time.perf_counter() - t0)
+    # the temporary folder and every mp4 in it are gone here
+
+    print(f"# render job, {len(PARAGRAPH.split())} words / {len(PARAGRAPH)} characters of text, "
+          f"portrait {PORTRAIT.relative_to(ROOT)}, face engine mesh, 25 fps, crf 20 veryfast, "
+          f"median of {args.runs} runs per engine (threads: defaults, {os.cpu_count()} CPUs)")
+    print()
+    print("| tts engine | frames | media s | wall s (render loop) | real-time factor (wall/media) | "
+          "x faster than real time | wall s incl. setup | RTF incl. setup | per-run RTF | mp4 MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for engine, rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in ("frames", "media_s", "wall_s", "total_s", "mb")}
+        rtf = statistics.median(r["rtf"] for r in rs)
+        total_rtf = statistics.median(r["total_rtf"] for r in rs)
+        per_run = ", ".join(f"{r['rtf']:.3f}" for r in rs)
+        print(f"| {engine} | {med['frames']:.0f} | {med['media_s']:.2f} | {med['wall_s']:.2f} | {rtf:.3f} | "
+              f"{1 / rtf:.1f}x | {med['total_s']:.2f} | {total_rtf:.3f} | {per_run} | {med['mb']:.2f} |")
+    print()
+    print("stream ends in the files (s, from packet timestamps): " + "; ".join(
+        f"{e}: video {rs[0]['video_end']:.3f}, audio {rs[0]['audio_end']:.3f}" for e, rs in runs.items()))
+    if sync is not None:
+        target, rep, took = sync
+        print()
+        print(f"lip-sync (measure_file on the first {target['engine']} output, {len(rep.mouth)} frames at "
+              f"{rep.fps:g} fps, measured in {took:.1f} s):")
+        print()
+        print("| engine | lag frames (>0: mouth after sound) | correlation at that lag | blinks seen | "
+              "frames without a face found |")
+        print("|---|---|---|---|---|")
+        missing = int(sum(1 for m in rep.mouth if m != m))
+        print(f"| {target['engine']} | {rep.lag_frames} | {rep.correlation:.3f} | {rep.blinks} | {missing} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
