@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian/Ubuntu machine, safe to run again (it skips what is done):
+# Debian packages, a virtual environment in .venv, and the project installed into it.
+# Usage: scripts/setup.sh [extra ...]   e.g. scripts/setup.sh test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: espeak-ng is the fallback voice (and Piper's phonemizer data comes in
+# its wheel); libgl1/libglib2.0-0 are what OpenCV's wheel links against.
+APT_PACKAGES=(espeak-ng libgl1 libglib2.0-0)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "talker-stream needs Python 3.11 or newer (found $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+
+extras=$(IFS=,; echo "$*")
+spec="."; [ -n "$extras" ] && spec=".[$extras]"
+stamp=".venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)-${extras:-base}"
+if [ ! -f "$stamp" ]; then
+  echo "installing talker-stream${extras:+ with $extras} into .venv (first time: a few minutes)"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e "$spec"
+  touch "$stamp"
+fi
