@@ -45,7 +45,10 @@ def read_audio(path: str | Path, rate: int, block_seconds: float = 20.0) -> Iter
         if not container.streams.audio:
             raise InputError(f"{path} has no audio stream")
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        # rematrix_maxval=1 scales the downmix so it cannot exceed full scale: without it
+        # FFmpeg adds the channels up (stereo x1.41, 6 unlabelled channels x3.4) and the
+        # clip below turns any loud multi-channel recording into distortion.
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate, options={"rematrix_maxval": "1.0"})
         block = int(block_seconds * rate)
         pending: list[np.ndarray] = []
         have = 0

@@ -7,7 +7,6 @@ hold the animator to "at most one frame late", and benchmarks use it to compare 
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from .audio import frame_loudness, read_audio
 from .clock import MediaClock
+from .face.landmarks import import_mediapipe
 
 UPPER_LIP, LOWER_LIP = 13, 14
 EYES = ((159, 145), (386, 374))
@@ -37,8 +37,7 @@ class SyncReport:
 
 def track_face(frames) -> tuple[np.ndarray, np.ndarray]:
     """Mouth and eye opening, per frame, normalised by the distance between the eyes."""
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    import mediapipe as mp
+    mp = import_mediapipe()
 
     mouth, eyes = [], []
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True) as mesh:

@@ -35,6 +35,8 @@ def load_portrait(path: str | Path, max_size: int = 1024) -> np.ndarray:
                 im = flat
             elif im.mode != "RGB":
                 im = im.convert("RGB")
+            if min(im.size) < 64:
+                raise InputError(f"portrait {path} is only {im.width}x{im.height} px; use a photo at least 256 px on each side")
             if max(im.size) > max_size:
                 scale = max_size / max(im.size)
                 size = (max(2, round(im.width * scale)), max(2, round(im.height * scale)))

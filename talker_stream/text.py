@@ -17,6 +17,10 @@ EMOTIONS = ("neutral", "happy", "sad", "surprised", "angry", "questioning")
 _TAG = re.compile(r"\[(\w+)\]")
 _SENTENCE_END = re.compile(r"([.!?…]+[\"')\]]*\s+|[。！？；]+\s*|\n\s*\n)")
 _ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "etc.", "prof.", "jr.", "sr."}
+# Invisible format characters that sit inside words (soft hyphen, zero-width (non-)joiner,
+# word joiner, BOM): dropped, since turning them into spaces would split the word.
+_IN_WORD = "\u00ad\u200c\u200d\u2060\ufeff"
+_ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])")  # terminal colour codes from pasted logs
 _MAX_SENTENCE = 400  # characters; a run-on sentence is cut at a comma or space past this
 
 _EMOJI_EMOTION = {
@@ -49,12 +53,15 @@ def clean(text: str) -> tuple[str, str | None]:
     """
     hint: str | None = None
     out: list[str] = []
+    text = _ANSI.sub(" ", text)
     for ch in text:
         if ch in _EMOJI_EMOTION and hint is None:
             hint = _EMOJI_EMOTION[ch]
         cat = unicodedata.category(ch)
         if ch in "\n\t":
             out.append(ch)
+        elif ch in _IN_WORD:
+            continue
         elif cat in ("Cc", "Cf", "Cs", "Co", "Cn"):
             out.append(" ")
         elif cat == "So" or 0x1F000 <= ord(ch) <= 0x1FAFF or ch in "\ufe0f\u200d":
@@ -63,6 +70,7 @@ def clean(text: str) -> tuple[str, str | None]:
             out.append(ch)
     cleaned = "".join(out)
     cleaned = re.sub(r"[ \t]+", " ", cleaned)
+    cleaned = re.sub(r" +([,.!?;:，。！？；：])", r"\1", cleaned)  # where an emoji stood before a comma
     return cleaned, hint
 
 
@@ -117,8 +125,11 @@ class SentenceSplitter:
             head, self._buffer = self._buffer[:cut], self._buffer[cut:]
             yield from self._emit(head)
         if len(self._buffer) > 2 * _MAX_SENTENCE:  # no punctuation in sight: cut anyway
+            # _split_long strips each piece: give the kept tail back its trailing space, or
+            # its last word is glued to the first word of the next piece ("beta" + "delta").
+            tail_space = self._buffer[len(self._buffer.rstrip()) :]
             pieces = list(_split_long(self._buffer))
-            self._buffer = pieces.pop() if pieces else ""
+            self._buffer = pieces.pop() + tail_space if pieces else ""
             for p in pieces:
                 yield from self._emit(p)
 
@@ -128,7 +139,8 @@ class SentenceSplitter:
 
     def _find_end(self, text: str) -> int | None:
         for m in _SENTENCE_END.finditer(text):
-            before = text[: m.start() + 1].split()[-1:]
+            # only the last few characters can hold an abbreviation: keeps this linear
+            before = text[max(0, m.start() - 8) : m.start() + 1].split()[-1:]
             if before and before[0].lower() in _ABBREVIATIONS:
                 continue
             return m.end()

@@ -58,7 +58,8 @@ def test_espeak_voice_renders_too(tmp_path):
     from talker_stream.render import render
 
     out = tmp_path / "espeak.mp4"
-    result = render(make_settings(**{"tts.engine": "espeak"}), out, text=["Short test. 你好。"])
+    settings = make_settings(**{"tts.engine": "espeak", "tts.espeak.voice": "cmn"})
+    result = render(settings, out, text=["你好，我会说中文。Short test."])
     info = probe(out)
     assert result.frames > 10
     assert abs(info["video"]["end"] - info["audio"]["end"]) <= 1 / 25

@@ -48,10 +48,15 @@ class MeshAnimator:
     @classmethod
     def check(cls) -> str | None:
         """Why this engine cannot run here, or None when it can."""
-        try:
-            import mediapipe  # noqa: F401
-        except ImportError as exc:
-            return f"mediapipe is not installed ({exc}); pip install 'mediapipe==0.10.21'"
+        from importlib.util import find_spec
+        from pathlib import Path
+
+        spec = find_spec("mediapipe")
+        if spec is None or not spec.submodule_search_locations:
+            return "mediapipe is not installed; pip install 'mediapipe==0.10.21'"
+        model = Path(spec.submodule_search_locations[0]) / "modules/face_landmark/face_landmark_with_attention.tflite"
+        if not model.is_file():
+            return f"mediapipe has no face mesh model ({model.name}); newer releases ship none: pip install 'mediapipe==0.10.21'"
         return None
 
     def prepare(self, portrait: np.ndarray, source: str = "portrait") -> MeshAvatar:

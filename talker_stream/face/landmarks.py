@@ -26,6 +26,23 @@ INNER_LIP_LOWER = [308, 324, 318, 402, 317, 14, 87, 178, 88, 95, 78]
 CHIN, FOREHEAD, NOSE_TIP = 152, 10, 1
 
 
+def import_mediapipe():
+    """mediapipe, imported quietly and quickly.
+
+    Its package import pulls in matplotlib.pyplot (for drawing utilities we never use);
+    the Agg backend skips the GUI probing, and GLOG silences the C++ info lines.
+    """
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        import mediapipe
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"the mesh animator needs mediapipe ({exc}); run: pip install 'mediapipe==0.10.21'"
+        ) from None
+    return mediapipe
+
+
 def _group(name: str) -> np.ndarray:
     from mediapipe.python.solutions import face_mesh_connections as c
 
@@ -96,13 +113,7 @@ class FaceFinder:
     """MediaPipe face mesh for still images (all models ship inside mediapipe==0.10.21)."""
 
     def __init__(self, max_faces: int = 4) -> None:
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        try:
-            import mediapipe as mp
-        except ImportError as exc:
-            raise EngineUnavailable(
-                f"the mesh animator needs mediapipe ({exc}); run: pip install 'mediapipe==0.10.21'"
-            ) from None
+        mp = import_mediapipe()
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True, min_detection_confidence=0.5
         )
@@ -124,7 +135,8 @@ class FaceFinder:
         faces = self.find_all(rgb)
         if not faces:
             raise InputError(
-                f"no face found in {source}; use a front-facing photo with the whole face visible and well lit"
+                f"no face found in {source}; use a front-facing, well-lit photo with the whole face visible "
+                f"and at least {SMALL_FACE_PX} px wide (smaller faces are not detected: crop closer)"
             )
         if len(faces) > 1:
             log.warning("%d faces found in %s; animating the largest", len(faces), source)
