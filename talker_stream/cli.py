@@ -1,4 +1,4 @@
-"""talker-stream: render | doctor."""
+"""talker-stream: render | live | doctor."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +30,8 @@ def _settings(args):
         overrides["avatar.portrait"] = str(Path(args.portrait).resolve())
     if getattr(args, "voice", None):
         overrides["tts.engine"] = args.voice
+    if getattr(args, "sinks", None):
+        overrides["live.sinks"] = [x.strip() for x in args.sinks.split(",") if x.strip()]
     if getattr(args, "fps", None):
         overrides["video.fps"] = float(args.fps)
     return load_settings(path, overrides)
@@ -70,6 +72,62 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_live(args) -> int:
+    import os
+    import threading
+    import time
+
+    from .live import LiveAvatar
+    from .server import ControlServer
+    from .sinks import create_sinks
+
+    settings = _settings(args)
+    sinks = create_sinks(settings)
+    avatar = LiveAvatar(settings, sinks)
+    server = None
+    if settings.server.enabled:
+        preview = next((s for s in sinks if s.name == "preview"), None)
+        token = os.environ.get(settings.server.token_env) or None
+        server = ControlServer(avatar, preview, settings.server.host, settings.server.port, token).start()
+        hint = "" if token else f"#token={server.token}"
+        print(f"control page: {server.url}{hint}", file=sys.stderr)
+    avatar.start()
+    for line in args.say or []:
+        avatar.say(line)
+
+    def read_stdin() -> None:  # each line typed (or piped) is said
+        for line in sys.stdin:
+            if line.strip():
+                try:
+                    avatar.say(line.strip())
+                except Exception as exc:  # noqa: BLE001 - a full queue must not end the session
+                    log.warning("not queued: %s", exc)
+
+    if not args.no_stdin:
+        threading.Thread(target=read_stdin, daemon=True).start()
+    tty = sys.stderr.isatty()
+    deadline = time.monotonic() + args.duration if args.duration else None
+    ticks = 0
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(settings.live.status_interval)
+            ticks += 1
+            if tty:
+                print("\r" + avatar.status_line()[: os.get_terminal_size(2).columns - 1], end="", file=sys.stderr)
+            elif ticks % 10 == 0:
+                log.warning("%s", avatar.status_line())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if tty:
+            print(file=sys.stderr)
+        avatar.stop()
+        if server:
+            server.stop()
+    print(avatar.status_line())
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .doctor import report
 
@@ -96,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=float, help="frames per second (overrides video.fps)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_render)
+
+    lv = sub.add_parser("live", help="run the avatar live: idle when silent, speaking what it is sent")
+    lv.add_argument("-p", "--portrait", help="portrait photo (overrides avatar.portrait)")
+    lv.add_argument("--sinks", help="comma-separated sinks (overrides live.sinks), e.g. preview,virtualcam,obs")
+    lv.add_argument("--say", action="append", help="something to say right away (repeatable)")
+    lv.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    lv.add_argument("--no-stdin", action="store_true", help="do not read lines to say from standard input")
+    lv.add_argument("--fps", type=float, help="frames per second (overrides video.fps)")
+    lv.set_defaults(func=cmd_live)
 
     d = sub.add_parser("doctor", help="which engines, sinks and models work on this machine, and how to fix the rest")
     d.set_defaults(func=cmd_doctor)

@@ -85,12 +85,33 @@ class RenderSettings:
 
 
 @dataclass
+class LiveSettings:
+    sinks: list = opt(["preview"])  # names of sink plugins, each configured in [sinks.NAME]
+    max_ahead_seconds: float = opt(30.0, 1, 600)
+    max_queued_utterances: int = opt(100, 1, 100000)
+    status_interval: float = opt(1.0, 0.1, 60)
+
+
+@dataclass
+class ServerSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = opt(8765, 0, 65535)
+    token_env: str = "TALKER_TOKEN"  # the token for say/interrupt; random (and printed) when unset
+    preview_fps: float = opt(12.0, 1, 60)
+    preview_quality: int = opt(80, 10, 100)
+
+
+@dataclass
 class Settings:
     avatar: AvatarSettings = field(default_factory=AvatarSettings)
     video: VideoSettings = field(default_factory=VideoSettings)
     tts: TTSSettings = field(default_factory=TTSSettings)
     face: FaceSettings = field(default_factory=FaceSettings)
     render: RenderSettings = field(default_factory=RenderSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    sinks: dict = field(default_factory=dict)  # [sinks.NAME] tables, checked against each plugin's Options
     base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
 
     def path(self, value: str) -> Path:
@@ -146,6 +167,9 @@ def _build(cls: type, data: dict, where: list[str], text: str, src: str) -> Any:
             continue
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if typ is dict and key == "sinks" and not where:
+            kwargs[key] = value  # validated per plugin in _check_sinks, once plugins are known
+            continue
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise fail(key, f"must be {typ.__name__}, got {type(value).__name__} {value!r}")
         lo, hi, choices = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("choices")
@@ -175,7 +199,7 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: invalid TOML: {exc}") from None
-        base = p.resolve().parent
+        base = p.resolve().parent if p.is_file() else Path.cwd()  # e.g. -c /dev/null
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, last = dotted.split(".")
@@ -185,6 +209,7 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
     settings = _build(Settings, data, [], text, src)
     settings.base_dir = base
     _check_engine_names(settings, text, src)
+    _check_sinks(settings, text, src)
     ex = settings.face.expression
     if ex.blink_min > ex.blink_max:
         raise ConfigError(f"{src}: face.expression.blink_min ({ex.blink_min}) is above blink_max ({ex.blink_max})")
@@ -210,8 +235,48 @@ def _check_engine_names(settings: Settings, text: str, src: str) -> None:
             )
 
 
+def _check_sinks(settings: Settings, text: str, src: str) -> None:
+    """Each [sinks.NAME] table is validated against that plugin's Options dataclass."""
+    from . import registry
+
+    installed = registry.available("sink")
+    checked = {}
+    for name in settings.live.sinks:
+        if not isinstance(name, str) or name not in installed:
+            line = _line_of(text, ["live"], "sinks")
+            loc = f"{src}:{line}" if line else src
+            raise ConfigError(f"{loc}: live.sinks: no sink named {name!r}; installed: {', '.join(sorted(installed))}")
+    for name, table in settings.sinks.items():
+        if name not in installed:
+            if name in settings.live.sinks:
+                raise ConfigError(f"{src}: sinks.{name}: the {name} sink plugin is not installed")
+            continue  # configured but unused and not installed: harmless
+        if not isinstance(table, dict):
+            raise ConfigError(f"{src}:{_line_of(text, ['sinks'], name)}: sinks.{name} must be a table")
+        options = getattr(registry.load("sink", name), "Options", None)
+        checked[name] = _build(options, table, ["sinks", name], text, src) if options else table
+    for name in settings.live.sinks:
+        if name not in checked:
+            options = getattr(registry.load("sink", name), "Options", None)
+            checked[name] = options() if options else {}
+    settings.sinks = checked
+
+
+def sink_defaults() -> dict:
+    """Default options of every installed sink plugin, as plain data."""
+    from . import registry
+
+    out = {}
+    for name in sorted(registry.available("sink")):
+        options = getattr(registry.load("sink", name), "Options", None)
+        if options is not None:
+            out[name] = defaults_as_dict(options())
+    return out
+
+
 def defaults_as_dict(obj: Any = None) -> dict:
     """The built-in defaults as plain data (tests compare config.toml against it)."""
+    top = obj is None
     obj = Settings() if obj is None else obj
     out = {}
     for f in fields(obj):
@@ -219,4 +284,6 @@ def defaults_as_dict(obj: Any = None) -> dict:
             continue
         v = getattr(obj, f.name)
         out[f.name] = defaults_as_dict(v) if is_dataclass(v) else v
+    if top:
+        out["sinks"] = sink_defaults()
     return out

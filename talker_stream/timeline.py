@@ -19,6 +19,8 @@ from .face.visemes import MouthTrack, mouth_track
 from .media import SpeechSegment
 
 MOOD_HOLD_S = 1.5  # the face keeps the last sentence's emotion this long after speaking
+RELEASE_FRAMES = 3  # after an interrupt the mouth closes over this many frames
+FADE_S = 0.005  # and the voice fades out over this long instead of clicking
 
 
 @dataclass
@@ -31,6 +33,25 @@ class FramePlan:
     params: FaceParams
     caption: str = ""
     speaking: bool = False
+    utterance: int | None = None
+    first_of_utterance: bool = False
+
+
+@dataclass
+class Spoken:
+    """What an interrupted utterance actually said: whole sentences, then part of one."""
+
+    utterance: int | None
+    sentences: list[str]
+    partial: str = ""
+    partial_fraction: float = 0.0
+
+    @property
+    def text(self) -> str:
+        """The words heard, cutting the partial sentence at the share of it that played."""
+        words = self.partial.split()
+        heard = words[: int(len(words) * self.partial_fraction)]
+        return " ".join(self.sentences + ([" ".join(heard)] if heard else []))
 
 
 @dataclass
@@ -50,6 +71,10 @@ class Timeline:
         self._queue: deque[_Placed] = deque()
         self._mood = "neutral"
         self._mood_until = -1.0
+        self._release: tuple[float, int] = (0.0, 0)  # (jaw when cut, frames left to close it)
+        self._fade = np.zeros(0, dtype=np.float32)  # voice tail to fade out after a cut
+        self._last_jaw = 0.0
+        self._spoken: list[tuple[int | None, str]] = []  # (utterance, sentence) that started playing
 
     @property
     def end_frame(self) -> int:
@@ -89,15 +114,55 @@ class Timeline:
         if placed is None:
             emotion = self._mood if t < self._mood_until else "neutral"
             params = self.expression.step(t, emotion, 0.0)
-            return FramePlan(k, a, np.zeros(b - a, dtype=np.float32), params)
+            audio = np.zeros(b - a, dtype=np.float32)
+            jaw, left = self._release
+            if left > 0:
+                params.jaw_open += jaw * (left - 1) / RELEASE_FRAMES
+                self._release = (jaw, left - 1)
+            if len(self._fade):
+                n = min(len(self._fade), len(audio))
+                audio[:n] = self._fade[:n]
+                self._fade = self._fade[n:]
+            self._last_jaw = params.jaw_open
+            return FramePlan(k, a, audio, params)
         j = k - placed.first_frame
         seg_start = clock.frame_start(placed.first_frame)
         audio = placed.audio[a - seg_start : b - seg_start]
         tr = placed.track
-        self._mood = placed.segment.sentence.emotion
+        sentence = placed.segment.sentence
+        utterance = placed.segment.extra.get("utterance")
+        if j == 0:
+            self._spoken.append((utterance, sentence.text))
+            del self._spoken[:-200]
+        self._mood = sentence.emotion
         self._mood_until = t + MOOD_HOLD_S
         params = self.expression.step(t, self._mood, float(tr.jaw_open[j]))
         params.jaw_open += float(tr.jaw_open[j])
         params.mouth_wide += float(tr.mouth_wide[j])
         params.mouth_round += float(tr.mouth_round[j])
-        return FramePlan(k, a, audio, params, placed.segment.sentence.text, True)
+        self._last_jaw = params.jaw_open
+        first = j == 0 and placed.segment.extra.get("first_of_utterance", False)
+        return FramePlan(k, a, audio, params, sentence.text, True, utterance, first)
+
+    def interrupt(self) -> Spoken:
+        """Cut everything from the playhead on: the next frame is already idle.
+
+        The voice fades out over a few milliseconds and the mouth closes over a few
+        frames, so the cut is immediate but not jarring. Returns what was heard.
+        """
+        k = self.playhead
+        clock = self.clock
+        current = self._queue[0] if self._queue and self._queue[0].first_frame < k else None
+        spoken = Spoken(None, [])
+        if current is not None:
+            utt = current.segment.extra.get("utterance")
+            spoken.utterance = utt
+            heard = [text for u, text in self._spoken if u == utt]
+            spoken.sentences, spoken.partial = heard[:-1], heard[-1] if heard else ""
+            spoken.partial_fraction = (k - current.first_frame) / current.n_frames
+            at = clock.frame_start(k) - clock.frame_start(current.first_frame)
+            tail = current.audio[at : at + int(FADE_S * clock.sample_rate)]
+            self._fade = tail * np.linspace(1.0, 0.0, len(tail), dtype=np.float32)
+            self._release = (self._last_jaw, RELEASE_FRAMES)
+        self._queue.clear()
+        return spoken

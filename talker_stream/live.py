@@ -1,0 +1,248 @@
+"""The live avatar: a frame loop on the wall clock that never waits for an engine.
+
+Two threads meet at the timeline. The *speech* thread turns queued utterances into
+speech segments (TTS is bursty and may stall) and places them ahead of the playhead. The
+*frame* thread ticks at the configured fps, takes whatever the timeline holds for the
+next frame (an idle face when nothing is ready), renders it and hands it to every sink's
+queue. If rendering falls behind, the picture is dropped but the audio slot is still
+sent, so latency never piles up and sound never gaps. An interrupt is a control call that
+overtakes queued speech: it bumps a generation counter (stale TTS output is discarded)
+and cuts the timeline at the playhead.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .clock import MediaClock
+from .config import Settings
+from .face.expression import Expression
+from .portrait import load_portrait
+from .sinks import OutFrame, SinkRunner
+from .speaker import Speaker
+from .text import split_sentences
+from .timeline import Spoken, Timeline
+
+log = logging.getLogger(__name__)
+
+RESYNC_S = 1.0  # behind the wall clock by more than this (machine suspended?): jump ahead
+
+
+@dataclass
+class Utterance:
+    id: int
+    text: str
+    question: str = ""
+    said_at: float = field(default_factory=time.monotonic)
+    generation: int = 0
+
+
+class LiveAvatar:
+    """The always-on avatar. ``start()``, then ``say()`` and ``interrupt()`` from any thread."""
+
+    def __init__(self, settings: Settings, sinks: list, tts=None, engine=None, portrait: np.ndarray | None = None):
+        from .render import face_engine
+        from .tts import open_tts
+
+        self.settings = settings
+        self.clock = MediaClock(settings.video.sample_rate, settings.video.fps)
+        path = settings.path(settings.avatar.portrait)
+        self.portrait = portrait if portrait is not None else load_portrait(path, settings.avatar.max_size)
+        self.engine = engine or face_engine(settings)
+        self.avatar = self.engine.prepare(self.portrait, source=str(path))
+        self.speaker = Speaker(tts or open_tts(settings), self.clock)
+        self.timeline = Timeline(self.clock, Expression(settings.face.expression))
+        self.runners = [SinkRunner(s) for s in sinks]
+        self.max_ahead_frames = int(settings.live.max_ahead_seconds * float(self.clock.fps))
+
+        self._lock = threading.Lock()  # guards the timeline
+        self._inbox: queue.Queue[Utterance] = queue.Queue(maxsize=settings.live.max_queued_utterances)
+        self._ids = itertools.count(1)
+        self._generation = 0
+        self._said: dict[int, Utterance] = {}
+        self._running = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.frames = 0
+        self.rendered = 0
+        self.dropped = 0  # frames whose picture was not rendered in time (held instead)
+        self.resyncs = 0
+        self.tts_errors = 0
+        self._frame_times: list[float] = []
+        self._caption = ""
+        self._question = ""
+        self._speaking_utterance: int | None = None
+        self.started_at = 0.0
+
+    # -- control ---------------------------------------------------------------------------
+    def start(self) -> "LiveAvatar":
+        h, w = self.portrait.shape[:2]
+        for r in self.runners:
+            r.sink.open((w, h), self.clock)
+            r.start()
+        self._running.set()
+        for target, name in ((self._speech_loop, "speech"), (self._frame_loop, "frames")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._running.clear()
+        for t in self._threads:
+            t.join(5)
+        for r in self.runners:
+            r.stop()
+
+    def __enter__(self) -> "LiveAvatar":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def say(self, text: str, question: str = "") -> int:
+        """Queue *text* to be spoken; returns its utterance id. Raises queue.Full when flooded."""
+        u = Utterance(next(self._ids), text, question, generation=self._generation)
+        self._inbox.put_nowait(u)
+        self._said[u.id] = u
+        if len(self._said) > 1000:
+            for old in sorted(self._said)[:500]:
+                self._said.pop(old, None)
+        return u.id
+
+    def interrupt(self) -> Spoken:
+        """Stop speaking now: the next frame is idle, queued utterances are dropped."""
+        self._generation += 1
+        while True:
+            try:
+                self._inbox.get_nowait()
+            except queue.Empty:
+                break
+        with self._lock:
+            spoken = self.timeline.interrupt()
+        self._caption = ""
+        return spoken
+
+    # -- threads ---------------------------------------------------------------------------
+    def _speech_loop(self) -> None:
+        while self._running.is_set():
+            try:
+                u = self._inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if u.generation != self._generation:
+                continue
+            first = True
+            try:
+                for sentence in split_sentences([u.text]):
+                    for seg in self.speaker.speak([sentence]):
+                        if not self._wait_for_room(u):
+                            break
+                        seg.extra.update(utterance=u.id, first_of_utterance=first, question=u.question)
+                        first = False
+                        with self._lock:
+                            if u.generation != self._generation:
+                                break
+                            self.timeline.append(seg)
+                    if u.generation != self._generation or not self._running.is_set():
+                        break
+            except Exception as exc:  # noqa: BLE001 - a dead engine must not kill the avatar
+                self.tts_errors += 1
+                log.warning("could not speak %r: %s", u.text[:60], exc)
+
+    def _wait_for_room(self, u: Utterance) -> bool:
+        """Back-pressure: do not synthesise more than max_ahead_seconds ahead of the playhead."""
+        while self._running.is_set() and u.generation == self._generation:
+            with self._lock:
+                if self.timeline.queued_frames < self.max_ahead_frames:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def _frame_loop(self) -> None:
+        period = self.clock.frame_period
+        image = self.portrait.copy()
+        self.started_at = t0 = time.monotonic()
+        k = 0
+        while self._running.is_set():
+            due = t0 + k * period
+            now = time.monotonic()
+            if now < due:
+                time.sleep(due - now)
+            elif now - due > RESYNC_S:
+                log.warning("frame loop was %.1f s behind the wall clock; skipping ahead", now - due)
+                self.resyncs += 1
+                t0 = now - k * period
+            late = time.monotonic() - (t0 + k * period)
+            with self._lock:
+                plan = self.timeline.next_frame()
+            if late > period and self.rendered:
+                out_image = None  # behind: hold the last picture, keep the audio flowing
+                self.dropped += 1
+            else:
+                image = self.engine.render(self.avatar, plan.params, out=image.copy())
+                out_image = image
+                self.rendered += 1
+            if plan.speaking:
+                self._caption = plan.caption
+                if plan.utterance in self._said:
+                    self._question = self._said[plan.utterance].question
+            elif not self.timeline.queued_frames:
+                self._caption = ""
+                self._question = ""
+            frame = OutFrame(plan.index, plan.pts, out_image, plan.audio, self._caption, self._question,
+                             plan.speaking, plan.utterance, plan.first_of_utterance)
+            for r in self.runners:
+                r.put(frame)
+            self.frames += 1
+            self._frame_times.append(time.monotonic())
+            if len(self._frame_times) > 600:
+                del self._frame_times[:300]
+            k += 1
+
+    # -- numbers ---------------------------------------------------------------------------
+    def latencies(self) -> list[float]:
+        """Seconds from say() to the first frame of that utterance written by a sink."""
+        out = []
+        for r in self.runners[:1]:
+            for utt, at in r.first_frame_at.items():
+                if utt in self._said:
+                    out.append(at - self._said[utt].said_at)
+        return out
+
+    def stats(self) -> dict:
+        now = time.monotonic()
+        recent = [t for t in self._frame_times if now - t <= 2.0]
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 else 0.0
+        lat = self.latencies()
+        with self._lock:
+            queued = self.timeline.queued_frames / float(self.clock.fps)
+        return {
+            "fps": round(fps, 2),
+            "target_fps": float(self.clock.fps),
+            "frames": self.frames,
+            "dropped": self.dropped,
+            "resyncs": self.resyncs,
+            "queue_utterances": self._inbox.qsize(),
+            "queued_seconds": round(queued, 2),
+            "latency_ms": round(lat[-1] * 1000) if lat else None,
+            "latency_median_ms": round(statistics.median(lat) * 1000) if lat else None,
+            "speaking": self._caption != "",
+            "caption": self._caption,
+            "tts_errors": self.tts_errors,
+            "uptime_s": round(now - self.started_at, 1) if self.started_at else 0.0,
+            "sinks": [r.stats() for r in self.runners],
+        }
+
+    def status_line(self) -> str:
+        s = self.stats()
+        lat = f"{s['latency_ms']} ms" if s["latency_ms"] is not None else "-"
+        sinks = " ".join(f"{x['name']}:{x['fps']:.0f}fps/{x['dropped']}d" for x in s["sinks"])
+        return (f"{s['fps']:5.1f}/{s['target_fps']:.0f} fps  dropped {s['dropped']}  queue {s['queue_utterances']} "
+                f"({s['queued_seconds']:.1f} s)  latency {lat}  {sinks}")

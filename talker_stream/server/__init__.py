@@ -1,0 +1,172 @@
+"""The local HTTP API and preview page (docs/api.md).
+
+Served on 127.0.0.1 by default. Reading (the page, the preview, stats) is open to the
+local machine; acting (say, interrupt) needs the token as ``Authorization: Bearer ...``.
+Browsers cannot send that header cross-site without a CORS preflight, which this server
+never grants, so another web page cannot make the avatar talk.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import queue
+import secrets
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.resources import files
+
+from ..errors import TalkerError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+MAX_SAY_CHARS = 10_000
+
+
+class ControlServer:
+    def __init__(self, avatar, preview=None, host: str = "127.0.0.1", port: int = 8765, token: str | None = None):
+        self.avatar = avatar
+        self.preview = preview
+        self.token = token or secrets.token_urlsafe(18)
+        handler = type("Handler", (_Handler,), {"server_ref": self})
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise TalkerError(f"cannot serve the control page on {host}:{port}: {exc}; set [server] port") from None
+        self.httpd.daemon_threads = True
+        self.host, self.port = self.httpd.server_address[:2]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+        self._closing = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self) -> "ControlServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._closing.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_ref: ControlServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args) -> None:  # requests go to debug, never the token
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, data: dict) -> None:
+        self._send(status, json.dumps(data).encode(), "application/json")
+
+    def _authorised(self) -> bool:
+        given = self.headers.get("Authorization", "")
+        expected = f"Bearer {self.server_ref.token}"
+        if hmac.compare_digest(given.encode(), expected.encode()):
+            return True
+        self._json(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong token (Authorization: Bearer TOKEN)"})
+        return False
+
+    def _body(self) -> dict | None:
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body must be at most {MAX_BODY} bytes"})
+            return None
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            data = json.loads(raw or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self._json(HTTPStatus.BAD_REQUEST, {"error": "body must be JSON"})
+            return None
+        if not isinstance(data, dict):
+            self._json(HTTPStatus.BAD_REQUEST, {"error": "body must be a JSON object"})
+            return None
+        return data
+
+    # -- routes ----------------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        path = self.path.split("?", 1)[0]
+        srv = self.server_ref
+        if path == "/":
+            page = files("talker_stream.server").joinpath("page.html").read_bytes()
+            self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
+        elif path == "/api/stats":
+            self._json(HTTPStatus.OK, srv.avatar.stats())
+        elif path == "/preview.jpg" and srv.preview is not None:
+            _, jpeg = srv.preview.latest(timeout=2.0)
+            if jpeg is None:
+                self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no frame yet"})
+            else:
+                self._send(HTTPStatus.OK, jpeg, "image/jpeg")
+        elif path == "/preview.mjpg" and srv.preview is not None:
+            self._mjpeg()
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {path}"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        if path not in ("/api/say", "/api/interrupt"):
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {path}"})
+            return
+        if not self._authorised():
+            return
+        body = self._body()
+        if body is None:
+            return
+        avatar = self.server_ref.avatar
+        if path == "/api/interrupt":
+            spoken = avatar.interrupt()
+            self._json(HTTPStatus.OK, {"interrupted": spoken.utterance, "spoken": spoken.text})
+            return
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            self._json(HTTPStatus.BAD_REQUEST, {"error": "give the text to say: {\"text\": \"...\"}"})
+            return
+        if len(text) > MAX_SAY_CHARS:
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"text is over {MAX_SAY_CHARS} characters"})
+            return
+        question = body.get("question", "")
+        try:
+            utterance = avatar.say(text, question if isinstance(question, str) else "")
+        except queue.Full:
+            self._json(HTTPStatus.TOO_MANY_REQUESTS, {"error": "the avatar's queue is full; try again shortly"})
+            return
+        self._json(HTTPStatus.ACCEPTED, {"utterance": utterance})
+
+    def _mjpeg(self) -> None:
+        preview = self.server_ref.preview
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        seq = -1
+        try:
+            while not self.server_ref._closing.is_set():
+                seq, jpeg = preview.latest(after=seq, timeout=2.0)
+                if jpeg is None:
+                    continue
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                 + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
