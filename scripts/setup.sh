@@ -2,12 +2,19 @@
 # One-time set-up on a fresh Debian/Ubuntu machine, safe to run again (it skips what is done):
 # Debian packages, a virtual environment in .venv, and the project installed into it.
 # Usage: scripts/setup.sh [extra ...]   e.g. scripts/setup.sh test
+#   "test" also installs every plugin in plugins/ and the real services the tests start
+#   (OBS Studio under Xvfb, nginx with RTMP, Chromium, PulseAudio).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: espeak-ng is the fallback voice (and Piper's phonemizer data comes in
 # its wheel); libgl1/libglib2.0-0 are what OpenCV's wheel links against.
 APT_PACKAGES=(espeak-ng libgl1 libglib2.0-0)
+testing=false
+for arg in "$@"; do [ "$arg" = test ] && testing=true; done
+if $testing; then
+  APT_PACKAGES+=(obs-studio xvfb xauth nginx libnginx-mod-rtmp chromium pulseaudio pulseaudio-utils ffmpeg fonts-dejavu-core)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -28,10 +35,15 @@ fi
 
 extras=$(IFS=,; echo "$*")
 spec="."; [ -n "$extras" ] && spec=".[$extras]"
-stamp=".venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)-${extras:-base}"
+stamp=".venv/.installed-$(cat pyproject.toml plugins/*/pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)-${extras:-base}"
 if [ ! -f "$stamp" ]; then
   echo "installing talker-stream${extras:+ with $extras} into .venv (first time: a few minutes)"
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e "$spec"
+  if $testing; then
+    for plugin in plugins/*/pyproject.toml; do
+      .venv/bin/pip install -q -e "$(dirname "$plugin")"
+    done
+  fi
   touch "$stamp"
 fi

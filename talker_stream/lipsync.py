@@ -80,12 +80,25 @@ def count_blinks(eyes: np.ndarray, depth: float = 0.6) -> int:
 
 
 def decode_frames(path: str | Path):
+    """Pictures on the stream's frame grid, as a viewer sees them.
+
+    A live recording has gaps where the frame loop dropped a picture (its pts jump); the
+    viewer keeps seeing the previous picture, so it is repeated here, keeping frame *k*
+    aligned with audio frame window *k*. ``guessed_rate`` is the nominal rate: the
+    average rate of a file with gaps is lower than the rate its clock runs at.
+    """
     import av
 
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
-        fps = float(stream.average_rate)
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
+        fps = float(stream.guessed_rate or stream.average_rate)
+        frames, t0 = [], None
+        for f in c.decode(stream):
+            if f.time is not None:
+                t0 = f.time if t0 is None else t0
+                while frames and len(frames) < round((f.time - t0) * fps):
+                    frames.append(frames[-1])
+            frames.append(f.to_ndarray(format="rgb24"))
     return frames, fps
 
 

@@ -235,6 +235,7 @@ class LiveAvatar:
             "latency_median_ms": round(statistics.median(lat) * 1000) if lat else None,
             "speaking": self._caption != "",
             "caption": self._caption,
+            "question": self._question,
             "tts_errors": self.tts_errors,
             "uptime_s": round(now - self.started_at, 1) if self.started_at else 0.0,
             "sinks": [r.stats() for r in self.runners],

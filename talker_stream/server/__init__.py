@@ -8,6 +8,7 @@ never grants, so another web page cannot make the avatar talk.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import queue
@@ -23,13 +24,26 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 MAX_SAY_CHARS = 10_000
+DRAIN_LIMIT = 1024 * 1024  # an oversized body up to this is read and thrown away, so the client sees our answer
+
+
+def _is_loopback(name: str) -> bool:
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class ControlServer:
+    """The HTTP server on its own thread; ``start()``/``stop()``, ``url`` and ``token`` for the CLI."""
+
     def __init__(self, avatar, preview=None, host: str = "127.0.0.1", port: int = 8765, token: str | None = None):
         self.avatar = avatar
         self.preview = preview
         self.token = token or secrets.token_urlsafe(18)
+        self.loopback_only = _is_loopback(host)  # then only loopback names are accepted in Host
         handler = type("Handler", (_Handler,), {"server_ref": self})
         try:
             self.httpd = ThreadingHTTPServer((host, port), handler)
@@ -74,21 +88,62 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, data: dict) -> None:
         self._send(status, json.dumps(data).encode(), "application/json")
 
+    def _reject(self, status: int, error: str) -> None:
+        """Answer early, before the body was read: drop the body (bounded) and close the connection.
+
+        Closing a socket with unread data makes the kernel send a reset, and the client
+        may then lose our answer; an unread body on a kept-alive connection would be
+        parsed as the next request.
+        """
+        self.close_connection = True
+        try:
+            left = min(int(self.headers.get("Content-Length", "0")), DRAIN_LIMIT)
+        except ValueError:
+            left = 0
+        try:
+            self.connection.settimeout(2.0)
+            while left > 0:
+                chunk = self.rfile.read(min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
+        self._json(status, {"error": error})
+
+    def _host_ok(self) -> bool:
+        """Refuse a foreign Host name when bound to loopback: a DNS-rebinding page cannot read us."""
+        srv = self.server_ref
+        host = self.headers.get("Host")
+        if host is None or not srv.loopback_only:
+            return True
+        name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+        if _is_loopback(name.strip("[]").lower()):
+            return True
+        self._reject(HTTPStatus.FORBIDDEN, "unexpected Host header; open the page as http://127.0.0.1:PORT/")
+        return False
+
     def _authorised(self) -> bool:
         given = self.headers.get("Authorization", "")
         expected = f"Bearer {self.server_ref.token}"
         if hmac.compare_digest(given.encode(), expected.encode()):
             return True
-        self._json(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong token (Authorization: Bearer TOKEN)"})
+        self._reject(HTTPStatus.UNAUTHORIZED, "missing or wrong token (Authorization: Bearer TOKEN)")
         return False
 
     def _body(self) -> dict | None:
+        if "Transfer-Encoding" in self.headers:
+            self._reject(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
+            return None
         try:
             length = int(self.headers.get("Content-Length", "0"))
         except ValueError:
             length = -1
-        if length < 0 or length > MAX_BODY:
-            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body must be at most {MAX_BODY} bytes"})
+        if length < 0:
+            self._reject(HTTPStatus.BAD_REQUEST, "bad Content-Length")
+            return None
+        if length > MAX_BODY:
+            self._reject(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body must be at most {MAX_BODY} bytes")
             return None
         raw = self.rfile.read(length) if length else b"{}"
         try:
@@ -105,13 +160,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.split("?", 1)[0]
         srv = self.server_ref
+        if not self._host_ok():
+            return
         if path == "/":
             page = files("talker_stream.server").joinpath("page.html").read_bytes()
             self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
         elif path == "/api/stats":
             self._json(HTTPStatus.OK, srv.avatar.stats())
         elif path == "/preview.jpg" and srv.preview is not None:
-            _, jpeg = srv.preview.latest(timeout=2.0)
+            _, jpeg = srv.preview.latest(after=0, timeout=2.0)  # sequence 0: nothing yet
             if jpeg is None:
                 self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no frame yet"})
             else:
@@ -123,8 +180,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
+        if not self._host_ok():
+            return
         if path not in ("/api/say", "/api/interrupt"):
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {path}"})
+            self._reject(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
             return
         if not self._authorised():
             return
@@ -161,12 +220,13 @@ class _Handler(BaseHTTPRequestHandler):
         seq = -1
         try:
             while not self.server_ref._closing.is_set():
-                seq, jpeg = preview.latest(after=seq, timeout=2.0)
-                if jpeg is None:
+                newest, jpeg = preview.latest(after=seq, timeout=2.0)
+                if jpeg is None or newest == seq:  # nothing new (avatar stopped?): send nothing
                     continue
+                seq = newest
                 self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                  + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # the viewer went away
             pass
         self.close_connection = True
