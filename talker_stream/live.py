@@ -57,7 +57,7 @@ class LiveAvatar:
         self.portrait = portrait if portrait is not None else load_portrait(path, settings.avatar.max_size)
         self.engine = engine or face_engine(settings)
         self.avatar = self.engine.prepare(self.portrait, source=str(path))
-        self.speaker = Speaker(tts or open_tts(settings), self.clock)
+        self.speaker = Speaker(tts or open_tts(settings, live=True), self.clock)
         self.timeline = Timeline(self.clock, Expression(settings.face.expression))
         self.runners = [SinkRunner(s) for s in sinks]
         self.max_ahead_frames = int(settings.live.max_ahead_seconds * float(self.clock.fps))

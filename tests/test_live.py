@@ -44,7 +44,7 @@ class StallingTTS:
     """The real Piper voice, but it freezes for *stall* seconds in the middle of each sentence."""
 
     def __init__(self, stall: float):
-        self.voice = PiperTTS()
+        self.voice = PiperTTS(threads=1)
         self.sample_rate = self.voice.sample_rate
         self.stall = stall
 
@@ -66,7 +66,7 @@ class DeadTTS:
 
 @pytest.fixture(scope="module")
 def piper():
-    return PiperTTS()
+    return PiperTTS(threads=1)  # as the live avatar opens it
 
 
 def run_live(sink, seconds, animator, tts, say=(), **overrides):

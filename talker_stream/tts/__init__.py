@@ -5,6 +5,7 @@ An engine is any class with ``stream(text) -> Iterator[AudioChunk]`` and a class
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator
 from typing import Protocol
@@ -23,8 +24,12 @@ class TTSEngine(Protocol):
     def stream(self, text: str) -> Iterator[AudioChunk]: ...
 
 
-def open_tts(settings) -> TTSEngine:
-    """The configured engine, or the fallback with a warning when it cannot run here."""
+def open_tts(settings, live: bool = False) -> TTSEngine:
+    """The configured engine, or the fallback with a warning when it cannot run here.
+
+    *live*: the engine shares the CPU with a real-time frame loop, so it is asked to keep
+    to one thread (engines that take a ``threads`` argument).
+    """
     tts = settings.tts
     tried = []
     for name in dict.fromkeys([tts.engine, tts.fallback]):
@@ -36,7 +41,8 @@ def open_tts(settings) -> TTSEngine:
             if why:
                 raise EngineUnavailable(why)
             options = getattr(tts, name, None)
-            engine = cls(options, base_dir=settings.base_dir)
+            kwargs = {"threads": 1} if live and "threads" in inspect.signature(cls).parameters else {}
+            engine = cls(options, base_dir=settings.base_dir, **kwargs)
         except EngineUnavailable as exc:
             tried.append(f"{name}: {exc}")
             log.warning("TTS engine %s unavailable: %s", name, exc)

@@ -18,11 +18,43 @@ def bundled_voice() -> tuple[Path, Path]:
     return Path(voice.model_path()), Path(voice.config_path())
 
 
+def _load_voice(model: Path, config: Path, align: bool, threads: int | None):
+    """PiperVoice.load, with control over onnxruntime's thread count (load() has none)."""
+    import json
+
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    if threads is None:
+        return PiperVoice.load(model, config_path=config, include_alignments=align)
+    source: str | bytes = str(model)
+    if align:
+        import onnx
+        from piper.patch_voice_with_alignment import add_alignment_output
+
+        graph = onnx.load(str(model))
+        try:
+            add_alignment_output(graph)
+            source = graph.SerializeToString()
+        except ValueError:  # already patched on disk
+            pass
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+    from piper.voice import ESPEAK_DATA_DIR
+
+    cfg = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+    return PiperVoice(config=cfg, session=session, espeak_data_dir=Path(ESPEAK_DATA_DIR), download_dir=Path.cwd())
+
+
 class PiperTTS:
     name = "piper"
 
-    def __init__(self, options=None, base_dir: Path | None = None) -> None:
-        from piper import PiperVoice
+    def __init__(self, options=None, base_dir: Path | None = None, threads: int | None = None) -> None:
+        """*threads*: onnxruntime threads; None lets it use every core (fastest for a render),
+        the live avatar asks for 1 so synthesis never starves the frame loop."""
         from piper.config import SynthesisConfig
 
         base = base_dir or Path.cwd()
@@ -45,7 +77,7 @@ class PiperTTS:
             self._align = True
         except ImportError:
             self._align = False
-        self.voice = PiperVoice.load(model, config_path=config, include_alignments=self._align)
+        self.voice = _load_voice(model, config, self._align, threads)
         self.sample_rate = self.voice.config.sample_rate
         speaker = options.speaker if options is not None and self.voice.config.num_speakers > 1 else None
         scale = options.length_scale if options is not None else 1.0
