@@ -81,7 +81,24 @@ class LiveAvatar:
         self.started_at = 0.0
 
     # -- control ---------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Run each engine once before the clock starts.
+
+        First calls load data while holding the GIL (espeak-ng's phoneme tables inside
+        Piper, onnxruntime's first-run optimisation): done mid-stream, that would freeze
+        the frame loop for half a second on the first thing the avatar says.
+        """
+        from .face.params import FaceParams
+
+        try:
+            for _ in self.speaker.tts.stream("Hello."):
+                pass
+        except Exception as exc:  # noqa: BLE001 - a broken engine is reported when it is used
+            log.warning("TTS warm-up failed: %s", exc)
+        self.engine.render(self.avatar, FaceParams(jaw_open=0.5, blink_l=0.5, blink_r=0.5, yaw=1.0))
+
     def start(self) -> "LiveAvatar":
+        self.warm_up()
         h, w = self.portrait.shape[:2]
         for r in self.runners:
             r.sink.open((w, h), self.clock)

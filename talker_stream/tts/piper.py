@@ -81,7 +81,9 @@ class PiperTTS:
         self.sample_rate = self.voice.config.sample_rate
         speaker = options.speaker if options is not None and self.voice.config.num_speakers > 1 else None
         scale = options.length_scale if options is not None else 1.0
-        self._syn = SynthesisConfig(speaker_id=speaker, length_scale=scale)
+        # Piper normalises each sentence to full scale; -1.5 dB of headroom keeps the AAC
+        # encoder and resampler from clipping the peaks.
+        self._syn = SynthesisConfig(speaker_id=speaker, length_scale=scale, volume=0.84)
 
     @classmethod
     def check(cls) -> str | None:
