@@ -38,6 +38,8 @@ from talker_stream.face.expression import Expression  # noqa: E402
 from talker_stream.face.params import FaceParams  # noqa: E402
 from talker_stream.portrait import load_portrait  # noqa: E402
 
+from _load import OtherLoad  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 cv2.setNumThreads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +95,9 @@ def time_params(n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def bench_size(animator: MeshAnimator, base: np.ndarray, size: int, seq: list[FaceParams], repeats: int, warmup: int) -> dict:
+def bench_size(
+    animator: MeshAnimator, base: np.ndarray, size: int, seq: list[FaceParams], repeats: int, warmup: int
+) -> dict:
     rgb = np.asarray(Image.fromarray(base).resize((size, size), Image.LANCZOS))
     t0 = time.perf_counter()
     avatar = animator.prepare(rgb, source=f"portrait@{size}")
@@ -146,8 +150,10 @@ def main() -> int:
     animator.prepare(base, source="portrait (model load)")  # loads the MediaPipe model once
     first_prepare_s = time.perf_counter() - t0
 
+    other = OtherLoad().start()
     rows = [bench_size(animator, base, s, seq, args.repeats, args.warmup) for s in args.sizes]
     animator.close()
+    other_load = other.stop()
 
     print(f"# mesh animator, one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1, cv2.setNumThreads(1)"
           f"{f', pinned to CPU {pinned}' if pinned is not None else ''})")
@@ -160,13 +166,15 @@ def main() -> int:
     print(f"timing: {args.warmup} warm-up frames, then {args.repeats} repeats of the sequence per size")
     print(f"first prepare (incl. MediaPipe model load, 352 px): {first_prepare_s * 1e3:.0f} ms; "
           f"parameter generation: {us_per_frame:.0f} us/frame (not in the fps below)")
+    print(f"sizes loop: {other_load}; CPU/wall below 1.00 means this thread was kept off the CPU")
     print()
     print("| size | face width px | warp ROI px | prepare ms | median fps | min-max fps (repeats) | ms/frame | "
           f"vs {GOAL_FPS:g} fps goal | CPU/wall |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         spread = f"{min(r['fps']):.0f}-{max(r['fps']):.0f} ({', '.join(f'{f:.0f}' for f in r['fps'])})"
-        print(f"| {r['size']}x{r['size']} | {r['face_px']:.0f} | {r['roi']} | {r['prepare_ms']:.0f} | {r['median']:.0f} | "
+        print(f"| {r['size']}x{r['size']} | {r['face_px']:.0f} | {r['roi']} | {r['prepare_ms']:.0f} | "
+              f"{r['median']:.0f} | "
               f"{spread} | {1e3 / r['median']:.2f} | {r['median'] / GOAL_FPS:.2f}x | {r['cpu_ratio']:.2f} |")
     goal = next((r for r in rows if r["size"] == GOAL_SIZE), None)
     if goal is not None:

@@ -33,6 +33,8 @@ from talker_stream.lipsync import measure_file  # noqa: E402
 from talker_stream.render import render  # noqa: E402
 from talker_stream.writer import probe  # noqa: E402
 
+from _load import OtherLoad  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parent.parent
 PORTRAIT = ROOT / "examples" / "portrait.png"
 PARAGRAPH = (
@@ -45,9 +47,10 @@ PARAGRAPH = (
 
 def one_render(engine: str, out: Path) -> dict:
     settings = load_settings(None, {"avatar.portrait": str(PORTRAIT), "tts.engine": engine, "tts.fallback": ""})
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     result = render(settings, out, text=[PARAGRAPH])
     total = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     info = probe(out)
     return {
         "engine": engine,
@@ -58,6 +61,7 @@ def one_render(engine: str, out: Path) -> dict:
         "total_s": total,
         "rtf": result.realtime_factor,
         "total_rtf": total / result.seconds,
+        "cpu_s": cpu,
         "video_end": info.get("video", {}).get("end", float("nan")),
         "audio_end": info.get("audio", {}).get("end", float("nan")),
         "mb": out.stat().st_size / 1e6,
@@ -72,6 +76,7 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    other = OtherLoad().start()
     runs: dict[str, list[dict]] = {e: [] for e in args.engines}
     with tempfile.TemporaryDirectory(prefix="talker-bench-") as tmp:
         for i in range(args.runs):  # interleaved, so drift in machine speed hits both engines alike
@@ -87,22 +92,26 @@ def main() -> int:
             t0 = time.perf_counter()
             rep = measure_file(target["path"])
             sync = (target, rep, time.perf_counter() - t0)
+        other_load = other.stop()
     # the temporary folder and every mp4 in it are gone here
 
     print(f"# render job, {len(PARAGRAPH.split())} words / {len(PARAGRAPH)} characters of text, "
           f"portrait {PORTRAIT.relative_to(ROOT)}, face engine mesh, 25 fps, crf 20 veryfast, "
           f"median of {args.runs} runs per engine (threads: defaults, {os.cpu_count()} CPUs)")
+    print(f"renders and lip-sync check: {other_load}")
     print()
     print("| tts engine | frames | media s | wall s (render loop) | real-time factor (wall/media) | "
-          "x faster than real time | wall s incl. setup | RTF incl. setup | per-run RTF | mp4 MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "x faster than real time | wall s incl. setup | RTF incl. setup | CPU s incl. setup | per-run RTF | mp4 MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for engine, rs in runs.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in ("frames", "media_s", "wall_s", "total_s", "mb")}
+        keys = ("frames", "media_s", "wall_s", "total_s", "cpu_s", "mb")
+        med = {k: statistics.median(r[k] for r in rs) for k in keys}
         rtf = statistics.median(r["rtf"] for r in rs)
         total_rtf = statistics.median(r["total_rtf"] for r in rs)
         per_run = ", ".join(f"{r['rtf']:.3f}" for r in rs)
         print(f"| {engine} | {med['frames']:.0f} | {med['media_s']:.2f} | {med['wall_s']:.2f} | {rtf:.3f} | "
-              f"{1 / rtf:.1f}x | {med['total_s']:.2f} | {total_rtf:.3f} | {per_run} | {med['mb']:.2f} |")
+              f"{1 / rtf:.1f}x | {med['total_s']:.2f} | {total_rtf:.3f} | {med['cpu_s']:.2f} | {per_run} | "
+              f"{med['mb']:.2f} |")
     print()
     print("stream ends in the files (s, from packet timestamps): " + "; ".join(
         f"{e}: video {rs[0]['video_end']:.3f}, audio {rs[0]['audio_end']:.3f}" for e, rs in runs.items()))

@@ -5,4 +5,10 @@ speaker.py) -> timeline on the one audio clock (clock.py, timeline.py) -> face p
 (face/visemes.py, face/expression.py) -> frames (face/animator.py) -> sinks (writer.py).
 """
 
+import os
+
+# Every matrix product here is small; a multi-threaded BLAS only adds threads that spin
+# between frames (measured: a whole idle core). Users can still override it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 __version__ = "0.1.0"

@@ -66,8 +66,8 @@ def cmd_render(args) -> int:
 
         result = render(settings, output, text=text, audio=args.audio, progress=on_progress)
     print(
-        f"wrote {result.path} ({result.frames} frames, {result.seconds:.1f} s) in {result.wall_seconds:.1f} s: "
-        f"{1 / result.realtime_factor:.1f}x faster than real time"
+        f"wrote {result.path} ({result.frames} frames, {result.seconds:.1f} s) in {result.wall_seconds:.1f} s "
+        f"(+{result.setup_seconds:.1f} s set-up): {1 / result.realtime_factor:.1f}x faster than real time"
     )
     return 0
 

@@ -5,10 +5,11 @@ face engine, with a file writer at the end instead of a real-time frame loop.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,8 @@ class RenderResult:
     path: Path
     frames: int
     seconds: float
-    wall_seconds: float
+    wall_seconds: float  # the render loop: TTS, animation and encoding
+    setup_seconds: float = 0.0  # before it: portrait, face landmarks, voice loading
 
     @property
     def realtime_factor(self) -> float:
@@ -80,26 +82,41 @@ def render(
     """
     if (text is None) == (audio is None):
         raise InputError("give either text or an audio file to render")
+    setup_started = time.perf_counter()
     clock = MediaClock(settings.video.sample_rate, settings.video.fps)
     portrait_path = settings.path(settings.avatar.portrait)
     portrait = load_portrait(portrait_path, settings.avatar.max_size)
     engine = face_engine(settings)
-    avatar = engine.prepare(portrait, source=str(portrait_path))
+    # MediaPipe keeps a graph (and its threads) alive until the engine is closed
+    with contextlib.closing(engine) if hasattr(engine, "close") else contextlib.nullcontext():
+        avatar = engine.prepare(portrait, source=str(portrait_path))
+        segments, unit = _speech(settings, clock, text, audio)
+        started = time.perf_counter()
+        frames = _encode(settings, engine, avatar, portrait, clock, output, segments, unit, progress)
+    wall = time.perf_counter() - started
+    result = RenderResult(Path(output), frames, frames / float(clock.fps), wall, started - setup_started)
+    log.info("rendered %d frames (%.1f s) in %.1f s: %.2fx real time", frames, result.seconds, wall, result.realtime_factor)
+    return result
 
+
+def _speech(settings: Settings, clock: MediaClock, text, audio) -> tuple[Iterator[SpeechSegment], Callable]:
+    """The segments to speak, and how much progress each one stands for.
+
+    Everything that can be wrong with the input fails here, before the writer exists.
+    """
     if text is not None:
         sentences = _non_empty(split_sentences(text))
         speaker = Speaker(open_tts(settings), clock)
-        segments: Iterator[SpeechSegment] = speaker.speak(sentences)
-        unit = lambda seg: len(seg.sentence.text) + 1  # noqa: E731
-    else:
-        chunks = read_audio(audio, clock.sample_rate)
-        first = next(chunks)  # raises InputError before the writer exists
-        segments = audio_segments(itertools.chain([first], chunks), clock)
-        unit = lambda seg: len(seg.audio.pcm)  # noqa: E731
+        return speaker.speak(sentences), lambda seg: len(seg.sentence.text) + 1
+    chunks = read_audio(audio, clock.sample_rate)
+    first = next(chunks)
+    return audio_segments(itertools.chain([first], chunks), clock), lambda seg: len(seg.audio.pcm)
 
+
+def _encode(settings, engine, avatar, portrait, clock, output, segments, unit, progress) -> int:
+    """Pull the timeline frame by frame into the mp4; returns the number of frames."""
     timeline = Timeline(clock, Expression(settings.face.expression))
     r = settings.render
-    started = time.perf_counter()
     done = 0
     h, w = portrait.shape[:2]
     with Mp4Writer(output, (w, h), clock, r.crf, r.preset, r.audio_bitrate) as writer:
@@ -118,8 +135,4 @@ def render(
             if progress:
                 progress(done, writer.frames)
         emit(max(1, round(TAIL_S * float(clock.fps))))
-        frames = writer.frames
-    wall = time.perf_counter() - started
-    result = RenderResult(Path(output), frames, frames / float(clock.fps), wall)
-    log.info("rendered %d frames (%.1f s) in %.1f s: %.2fx real time", frames, result.seconds, wall, result.realtime_factor)
-    return result
+        return writer.frames

@@ -127,16 +127,18 @@ class Rig:
     def displacement(self, p: FaceParams) -> np.ndarray:
         """Per-vertex displacement (V x 2) in pixels for one frame's parameters."""
         weights = p.vector(EXPRESSION)
-        d = np.tensordot(weights, self.bases, axes=1)
+        # einsum, not tensordot/@: these are tiny products, and BLAS would wake its thread
+        # pool, whose threads then spin-wait and burn a whole core between frames
+        d = np.einsum("p,pvc->vc", weights, self.bases)
         pose = self._pose(p)
         if pose is not None:
             R, lift = pose
             mesh = np.column_stack([self.rest[:N_MESH] + d[:N_MESH], self.depth]) - self.pivot
-            moved = mesh @ R.T + self.pivot
+            moved = np.einsum("vi,ji->vj", mesh, R) + self.pivot
             d[:N_MESH] = moved[:, :2] - self.rest[:N_MESH]
             d[:N_MESH, 1] += lift
             ring = self.rest[self.inner_ring] - self.pivot[:2]
-            ring3 = np.column_stack([ring, np.zeros(len(ring))]) @ R.T
+            ring3 = np.einsum("vi,ji->vj", np.column_stack([ring, np.zeros(len(ring))]), R)
             d[self.inner_ring] = INNER_RING_FOLLOW * (ring3[:, :2] - ring + np.array([0.0, lift]))
         return d
 

@@ -1,0 +1,267 @@
+"""Live core benchmarks (issue 3): sustained fps and CPU with 1, 2 and 4 sinks, latency
+from say() to the first moving-lip frame at a sink, and audio/video offset after a long run.
+
+Everything is real: Piper voice, mesh animator, the live frame loop and real sinks
+(preview JPEGs, an mp4 recording, an RTMP push to a local nginx started here, and the
+virtual camera through pyvirtualcam's real Camera class on a backend that discards
+frames, since no v4l2loopback module can be loaded on this machine).
+
+Usage:
+  .venv/bin/python bench/live.py sinks   [--seconds 30]
+  .venv/bin/python bench/live.py latency [--count 10]
+  .venv/bin/python bench/live.py drift   [--minutes 10]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import numpy as np  # noqa: E402
+
+from talker_stream.config import load_settings  # noqa: E402
+from talker_stream.face.animator import MeshAnimator  # noqa: E402
+from talker_stream.live import LiveAvatar  # noqa: E402
+from talker_stream.tts.piper import PiperTTS  # noqa: E402
+
+from _load import OtherLoad  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAGRAPH = (
+    "Welcome back to the stream. Today we are answering your questions live, one by one. "
+    "If you have something to ask, type it in the chat and I will read it out. "
+    "Let us start with the first one, which is about how this avatar works. "
+)
+
+
+class TimedSink:
+    """A sink that notes when each frame arrives (used to find the first moving-lip frame)."""
+
+    name = "timed"
+
+    def __init__(self) -> None:
+        self.onsets: dict[int, float] = {}
+
+    def open(self, size, clock) -> None:
+        pass
+
+    def write(self, frame) -> None:
+        if frame.utterance is not None and frame.utterance not in self.onsets:
+            if frame.speaking and float(np.sqrt(np.mean(frame.audio**2))) > 0.02:
+                self.onsets[frame.utterance] = time.monotonic()
+
+    def close(self) -> None:
+        pass
+
+
+def discard_camera_backend() -> str:
+    import pyvirtualcam
+
+    class Discard:
+        def __init__(self, width, height, fps, fourcc, device, **kw):
+            self.frames = 0
+
+        def send(self, frame):
+            self.frames += 1
+
+        def close(self):
+            pass
+
+        def device(self):
+            return "discard"
+
+        def native_fourcc(self):
+            return None
+
+    name = f"bench-discard-{os.getpid()}"
+    pyvirtualcam.register_backend(name, Discard)
+    return name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """A local RTMP ingest (nginx + rtmp module), as in the tests."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        conf = folder / "nginx.conf"
+        conf.write_text(
+            "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n"
+            f"daemon off; master_process off; pid {folder}/nginx.pid; error_log {folder}/error.log;\n"
+            "events { worker_connections 64; }\n"
+            f"rtmp {{ server {{ listen 127.0.0.1:{self.port}; application live {{ live on; }} }} }}\n"
+        )
+        self.proc = subprocess.Popen(["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("nginx did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+def settings(sinks: list[str], folder: Path, **extra):
+    over = {"avatar.portrait": str(ROOT / "examples/portrait.png"), "live.sinks": sinks,
+            "sinks.record.path": str(folder / "session.mp4"), **extra}
+    return load_settings(None, over)
+
+
+def keep_talking(live: LiveAvatar, stop: threading.Event) -> None:
+    while not stop.is_set():
+        if live.stats()["queued_seconds"] < 5:
+            live.say(PARAGRAPH)
+        stop.wait(0.5)
+
+
+def bench_sinks(seconds: float) -> None:
+    from talker_stream.sinks import create_sinks
+
+    configs = [["preview"], ["preview", "record"], ["preview", "record", "rtmp", "virtualcam"]]
+    tts, engine = PiperTTS(), MeshAnimator()
+    print("| sinks | frame loop fps | slowest sink fps | dropped pictures | CPU (% of one core) | other load |")
+    print("|---|---|---|---|---|---|")
+    for names in configs:
+        folder = Path(tempfile.mkdtemp(prefix="bench-live-"))
+        nginx = Nginx(folder) if "rtmp" in names else None
+        extra = {}
+        if nginx:
+            extra["sinks.rtmp.url"] = f"rtmp://127.0.0.1:{nginx.port}/live"
+            extra["sinks.rtmp.key_env"] = "BENCH_NO_KEY"
+        if "virtualcam" in names:
+            extra["sinks.virtualcam.backend"] = discard_camera_backend()
+            extra["sinks.virtualcam.audio_sink"] = ""
+        try:
+            s = settings(names, folder, **extra)
+            live = LiveAvatar(s, create_sinks(s), tts=tts, engine=engine).start()
+            stop = threading.Event()
+            talker = threading.Thread(target=keep_talking, args=(live, stop), daemon=True)
+            talker.start()
+            time.sleep(3)  # settle
+            load = OtherLoad().start()
+            t0, c0 = time.perf_counter(), time.process_time()
+            f0, d0 = live.frames, live.dropped
+            w0 = {r.name: r.written for r in live.runners}
+            time.sleep(seconds)
+            wall = time.perf_counter() - t0
+            cpu = (time.process_time() - c0) / wall * 100
+            fps = (live.frames - f0) / wall
+            sink_fps = min((r.written - w0[r.name]) / wall for r in live.runners)
+            dropped = live.dropped - d0 + sum(r.dropped for r in live.runners)
+            other = load.stop()
+            stop.set()
+            live.stop()
+            print(f"| {len(names)}: {', '.join(names)} | {fps:.2f} | {sink_fps:.2f} | {dropped} | {cpu:.0f} | {other} |")
+        finally:
+            if nginx:
+                nginx.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def bench_latency(count: int) -> None:
+    tts, engine = PiperTTS(), MeshAnimator()
+    folder = Path(tempfile.mkdtemp(prefix="bench-lat-"))
+    sink = TimedSink()
+    s = settings(["preview"], folder)
+    from talker_stream.sinks import create_sinks
+
+    live = LiveAvatar(s, create_sinks(s) + [sink], tts=tts, engine=engine).start()
+    questions = [
+        "Sure, here is the answer.", "Good question, let me think.", "Hello there, welcome in!",
+        "Yes, that works on a plain CPU.", "No, nothing is downloaded at run time.",
+        "The lips follow the audio clock.", "Absolutely, I can do that.", "That is a tricky one.",
+        "Thanks for asking.", "Here we go.", "Of course.", "Right away.",
+    ]
+    said = {}
+    time.sleep(2)
+    for i in range(count):
+        text = questions[i % len(questions)]
+        said[live.say(text)] = time.monotonic()
+        deadline = time.monotonic() + 15
+        while live.stats()["speaking"] or live.stats()["queued_seconds"] > 0 or not sink.onsets.keys() >= said.keys():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        time.sleep(0.5)
+    live.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+    lat = [(sink.onsets[u] - t) * 1000 for u, t in said.items() if u in sink.onsets]
+    print(f"say() -> first frame with moving lips at a sink, {len(lat)} utterances (Piper, 25 fps)")
+    print(f"median {statistics.median(lat):.0f} ms, min {min(lat):.0f} ms, max {max(lat):.0f} ms")
+
+
+def bench_drift(minutes: float) -> None:
+    from talker_stream.lipsync import best_lag, track_face
+    from talker_stream.audio import frame_loudness, read_audio
+    from talker_stream.clock import MediaClock
+    from talker_stream.sinks import create_sinks
+    import av
+
+    tts, engine = PiperTTS(), MeshAnimator()
+    folder = Path(tempfile.mkdtemp(prefix="bench-drift-"))
+    s = settings(["record"], folder)
+    live = LiveAvatar(s, create_sinks(s), tts=tts, engine=engine).start()
+    stop = threading.Event()
+    threading.Thread(target=keep_talking, args=(live, stop), daemon=True).start()
+    time.sleep(minutes * 60)
+    stop.set()
+    stats = live.stats()
+    live.stop()
+    path = folder / "session.mp4"
+    from talker_stream.writer import probe
+
+    info = probe(path)
+    v_end, a_end = info["video"]["end"], info["audio"]["end"]
+    # the last 60 s: decode pictures on the frame grid, audio from the file, and compare
+    clock = MediaClock(48000, 25)
+    start = max(0.0, v_end - 60)
+    frames = []
+    with av.open(str(path)) as c:
+        c.seek(int(start / c.streams.video[0].time_base), stream=c.streams.video[0])
+        for f in c.decode(video=0):
+            if f.time is not None and f.time >= start:
+                frames.append((f.time, f.to_ndarray(format="rgb24")))
+    pcm = np.concatenate([ch.pcm for ch in read_audio(path, 48000)])
+    first_k = round(frames[0][0] * 25)
+    starts = np.array([clock.frame_start(first_k + i) for i in range(len(frames) + 1)])
+    loud = frame_loudness(np.pad(pcm, (0, max(0, starts[-1] - len(pcm)))), starts)
+    mouth, _ = track_face([f for _, f in frames])
+    lag, corr = best_lag(mouth, loud)
+    shutil.rmtree(folder, ignore_errors=True)
+    print(f"{minutes:g} min live session recorded: video ends {v_end:.3f} s, audio ends {a_end:.3f} s "
+          f"(difference {abs(v_end - a_end) * 1000:.1f} ms); loop dropped {stats['dropped']} pictures")
+    print(f"lip-sync over the last 60 s: lag {lag} frames, correlation {corr:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["sinks", "latency", "drift"])
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--count", type=int, default=10)
+    ap.add_argument("--minutes", type=float, default=10)
+    a = ap.parse_args()
+    {"sinks": lambda: bench_sinks(a.seconds), "latency": lambda: bench_latency(a.count),
+     "drift": lambda: bench_drift(a.minutes)}[a.what]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
