@@ -12,6 +12,7 @@ and cuts the timeline at the playhead.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable
 import logging
 import queue
 import statistics
@@ -38,10 +39,11 @@ RESYNC_S = 1.0  # behind the wall clock by more than this (machine suspended?): 
 @dataclass
 class Utterance:
     id: int
-    text: str
+    text: str | Iterable[str]  # a string, or pieces still being written (LLM tokens)
     question: str = ""
     said_at: float = field(default_factory=time.monotonic)
     generation: int = 0
+    on_done: Callable[[Spoken], None] | None = None  # told what was heard, once, when it ends
 
 
 class LiveAvatar:
@@ -123,9 +125,14 @@ class LiveAvatar:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def say(self, text: str, question: str = "") -> int:
-        """Queue *text* to be spoken; returns its utterance id. Raises queue.Full when flooded."""
-        u = Utterance(next(self._ids), text, question, generation=self._generation)
+    def say(self, text: str | Iterable[str], question: str = "", on_done: Callable[[Spoken], None] | None = None) -> int:
+        """Queue *text* (or a stream of text pieces) to be spoken; returns its utterance id.
+
+        *on_done* is called once with what was heard: everything when it finished playing,
+        part of it when interrupted, nothing when it was dropped. Raises queue.Full when
+        flooded.
+        """
+        u = Utterance(next(self._ids), text, question, generation=self._generation, on_done=on_done)
         self._inbox.put_nowait(u)
         self._said[u.id] = u
         if len(self._said) > 1000:
@@ -136,15 +143,29 @@ class LiveAvatar:
     def interrupt(self) -> Spoken:
         """Stop speaking now: the next frame is idle, queued utterances are dropped."""
         self._generation += 1
+        dropped = []
         while True:
             try:
-                self._inbox.get_nowait()
+                dropped.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
         with self._lock:
             spoken = self.timeline.interrupt()
         self._caption = ""
+        if spoken.utterance is not None:
+            self._finish(spoken.utterance, spoken)
+        for u in dropped:
+            self._finish(u.id, Spoken(u.id, []))
         return spoken
+
+    def _finish(self, utterance: int, spoken: Spoken) -> None:
+        u = self._said.get(utterance)
+        callback, u.on_done = (u.on_done, None) if u is not None else (None, None)
+        if callback is not None:
+            try:
+                callback(spoken)
+            except Exception as exc:  # noqa: BLE001 - a listener's bug must not stop the avatar
+                log.warning("on_done callback failed: %s", exc)
 
     # -- threads ---------------------------------------------------------------------------
     def _speech_loop(self) -> None:
@@ -154,10 +175,12 @@ class LiveAvatar:
             except queue.Empty:
                 continue
             if u.generation != self._generation:
+                self._finish(u.id, Spoken(u.id, []))
                 continue
             first = True
+            pieces = [u.text] if isinstance(u.text, str) else u.text
             try:
-                for sentence in split_sentences([u.text]):
+                for sentence in split_sentences(pieces, fast_start=True):
                     for seg in self.speaker.speak([sentence]):
                         if not self._wait_for_room(u):
                             break
@@ -171,7 +194,15 @@ class LiveAvatar:
                         break
             except Exception as exc:  # noqa: BLE001 - a dead engine must not kill the avatar
                 self.tts_errors += 1
-                log.warning("could not speak %r: %s", u.text[:60], exc)
+                log.warning("could not speak utterance %d: %s", u.id, exc)
+            finally:
+                if hasattr(pieces, "close"):
+                    pieces.close()  # stop an LLM that is still writing an answer nobody will hear
+            with self._lock:
+                if u.generation == self._generation and self.timeline.mark_last(u.id):
+                    continue  # the frame loop reports it when its last frame plays
+                heard = Spoken(u.id, self.timeline.heard(u.id))
+            self._finish(u.id, heard)
 
     def _wait_for_room(self, u: Utterance) -> bool:
         """Back-pressure: do not synthesise more than max_ahead_seconds ahead of the playhead."""
@@ -206,6 +237,8 @@ class LiveAvatar:
                 image = self.engine.render(self.avatar, plan.params, out=image.copy())
                 out_image = image
                 self.rendered += 1
+            if plan.finished is not None:
+                self._finish(plan.finished.utterance, plan.finished)
             if plan.speaking:
                 self._caption = plan.caption
                 if plan.utterance in self._said:

@@ -21,6 +21,8 @@ _ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "et
 # word joiner, BOM): dropped, since turning them into spaces would split the word.
 _IN_WORD = "\u00ad\u200c\u200d\u2060\ufeff"
 _ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])")  # terminal colour codes from pasted logs
+_CLAUSE_END = re.compile(r"[,;:—]\s+|[，、；：]")
+_FIRST_CLAUSE_WORDS = 4
 _MAX_SENTENCE = 400  # characters; a run-on sentence is cut at a comma or space past this
 
 _EMOJI_EMOTION = {
@@ -111,7 +113,10 @@ class SentenceSplitter:
     tag, each sentence is classified on its own words.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fast_start: bool = False) -> None:
+        """*fast_start*: the first piece may end at a comma once it has a few words, so the
+        voice can start while a model is still writing the rest of the first sentence."""
+        self._fast_start = fast_start
         self._buffer = ""
         self._tagged: str | None = None
         self._emoji_hint: str | None = None
@@ -138,6 +143,11 @@ class SentenceSplitter:
         yield from self._emit(head)
 
     def _find_end(self, text: str) -> int | None:
+        if self._fast_start:
+            m = _CLAUSE_END.search(text)
+            if m and len(text[: m.start()].split()) >= _FIRST_CLAUSE_WORDS:
+                self._fast_start = False
+                return m.end()
         for m in _SENTENCE_END.finditer(text):
             # only the last few characters can hold an abbreviation: keeps this linear
             before = text[max(0, m.start() - 8) : m.start() + 1].split()[-1:]
@@ -147,6 +157,7 @@ class SentenceSplitter:
         return None
 
     def _emit(self, raw: str) -> Iterator[Sentence]:
+        self._fast_start = False
         raw, hint = clean(raw)
         # A tag applies to the text after it, so split the raw piece at tags.
         parts = _TAG.split(raw)
@@ -162,9 +173,9 @@ class SentenceSplitter:
                 yield Sentence(text=text, emotion=emotion)
 
 
-def split_sentences(pieces: Iterable[str]) -> Iterator[Sentence]:
+def split_sentences(pieces: Iterable[str], fast_start: bool = False) -> Iterator[Sentence]:
     """Sentences from a stream of text pieces (a file read in blocks, LLM tokens)."""
-    splitter = SentenceSplitter()
+    splitter = SentenceSplitter(fast_start)
     for piece in pieces:
         yield from splitter.feed(piece)
     yield from splitter.flush()

