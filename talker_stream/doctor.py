@@ -21,9 +21,11 @@ def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
     """(kind, name, role, problem or None) for everything the project can use."""
     out = []
     roles = {("tts", settings.tts.engine): "selected", ("tts", settings.tts.fallback): "fallback",
-             ("face", settings.face.engine): "selected"}
-    chosen = {"tts": {settings.tts.engine, settings.tts.fallback} - {""}, "face": {settings.face.engine}}
-    for kind in ("tts", "face", "sink", "adapter"):
+             ("face", settings.face.engine): "selected", ("llm", settings.llm.engine): "selected"}
+    roles.update({("sink", name): "selected" for name in settings.live.sinks})
+    chosen = {"tts": {settings.tts.engine, settings.tts.fallback} - {""}, "face": {settings.face.engine},
+              "llm": {settings.llm.engine}, "sink": set(settings.live.sinks)}
+    for kind in ("tts", "face", "llm", "sink", "adapter"):
         for name, ep in sorted(registry.available(kind).items()):
             role = roles.get((kind, name), "")
             try:

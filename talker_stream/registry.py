@@ -14,6 +14,7 @@ from .errors import EngineUnavailable
 GROUPS = {
     "tts": "talker_stream.tts",
     "face": "talker_stream.face",
+    "llm": "talker_stream.llm",
     "sink": "talker_stream.sinks",
     "adapter": "talker_stream.adapters",
 }
