@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +33,9 @@ from talker_stream.live import LiveAvatar  # noqa: E402
 from talker_stream.tts.piper import PiperTTS  # noqa: E402
 
 from _load import OtherLoad  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from services import RtmpServer  # noqa: E402  (the same nginx-rtmp the tests start)
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAGRAPH = (
@@ -88,38 +89,6 @@ def discard_camera_backend() -> str:
     return name
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Nginx:
-    """A local RTMP ingest (nginx + rtmp module), as in the tests."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        conf = folder / "nginx.conf"
-        conf.write_text(
-            "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n"
-            f"daemon off; master_process off; pid {folder}/nginx.pid; error_log {folder}/error.log;\n"
-            "events { worker_connections 64; }\n"
-            f"rtmp {{ server {{ listen 127.0.0.1:{self.port}; application live {{ live on; }} }} }}\n"
-        )
-        self.proc = subprocess.Popen(["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("nginx did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
-
-
 def settings(sinks: list[str], folder: Path, **extra):
     over = {"avatar.portrait": str(ROOT / "examples/portrait.png"), "live.sinks": sinks,
             "sinks.record.path": str(folder / "session.mp4"), **extra}
@@ -142,10 +111,11 @@ def bench_sinks(seconds: float) -> None:
     print("|---|---|---|---|---|---|")
     for names in configs:
         folder = Path(tempfile.mkdtemp(prefix="bench-live-"))
-        nginx = Nginx(folder) if "rtmp" in names else None
+        nginx = RtmpServer(folder) if "rtmp" in names else None
         extra = {}
         if nginx:
-            extra["sinks.rtmp.url"] = f"rtmp://127.0.0.1:{nginx.port}/live"
+            nginx.start("rec")
+            extra["sinks.rtmp.url"] = nginx.url
             extra["sinks.rtmp.key_env"] = "BENCH_NO_KEY"
         if "virtualcam" in names:
             extra["sinks.virtualcam.backend"] = discard_camera_backend()

@@ -1,4 +1,4 @@
-"""talker-stream: render | live | doctor."""
+"""talker-stream: render | live | chat | doctor."""
 from __future__ import annotations
 
 import argparse
@@ -72,16 +72,15 @@ def cmd_render(args) -> int:
     return 0
 
 
-def cmd_live(args) -> int:
-    import os
-    import threading
-    import time
+def _start_live(settings):
+    """The avatar with the configured sinks, and the control page when [server] is enabled.
 
+    Shared by ``live`` and ``chat``: both show the same feed in the preview and every sink.
+    """
     from .live import LiveAvatar
     from .server import ControlServer
     from .sinks import create_sinks
 
-    settings = _settings(args)
     sinks = create_sinks(settings)
     avatar = LiveAvatar(settings, sinks)
     server = None
@@ -91,7 +90,27 @@ def cmd_live(args) -> int:
         server = ControlServer(avatar, preview, settings.server.host, settings.server.port, token).start()
         hint = "" if token else f"#token={server.token}"
         print(f"control page: {server.url}{hint}", file=sys.stderr)
-    avatar.start()
+    try:
+        avatar.start()
+    except BaseException:
+        if server:
+            server.stop()
+        raise
+    return avatar, server
+
+
+def _stop_live(avatar, server) -> None:
+    avatar.stop()
+    if server:
+        server.stop()
+
+
+def cmd_live(args) -> int:
+    import threading
+    import time
+
+    settings = _settings(args)
+    avatar, server = _start_live(settings)
     for line in args.say or []:
         avatar.say(line)
 
@@ -121,10 +140,29 @@ def cmd_live(args) -> int:
     finally:
         if tty:
             print(file=sys.stderr)
-        avatar.stop()
-        if server:
-            server.stop()
+        _stop_live(avatar, server)
     print(avatar.status_line())
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from .chat import chat_from_mic, chat_from_terminal, mic_listener
+    from .conversation import open_conversation
+
+    settings = _settings(args)
+    listener = mic_listener(settings) if args.mic else None  # fails before anything starts
+    conversation = open_conversation(settings)  # a missing model fails before the avatar starts
+    avatar, server = _start_live(settings)
+    try:
+        if listener is not None:
+            chat_from_mic(avatar, conversation, listener, settings, sys.stdout)
+        else:
+            chat_from_terminal(avatar, conversation, sys.stdin, sys.stdout, prompt=sys.stdin.isatty())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_live(avatar, server)
+    log.info("%s", avatar.status_line())
     return 0
 
 
@@ -163,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--no-stdin", action="store_true", help="do not read lines to say from standard input")
     lv.add_argument("--fps", type=float, help="frames per second (overrides video.fps)")
     lv.set_defaults(func=cmd_live)
+
+    ch = sub.add_parser("chat", help="talk with the avatar: it answers each question (typed or spoken) live")
+    ch.add_argument("-p", "--portrait", help="portrait photo (overrides avatar.portrait)")
+    ch.add_argument("--sinks", help="comma-separated sinks (overrides live.sinks)")
+    ch.add_argument("--voice", help="TTS engine: piper or espeak (overrides tts.engine)")
+    ch.add_argument("--mic", action="store_true", help="listen on the microphone instead of reading typed lines")
+    ch.set_defaults(func=cmd_chat)
 
     d = sub.add_parser("doctor", help="which engines, sinks and models work on this machine, and how to fix the rest")
     d.set_defaults(func=cmd_doctor)

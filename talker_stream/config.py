@@ -118,6 +118,19 @@ class ModerationSettings:
 
 
 @dataclass
+class ASRSettings:
+    model: str = ""  # CTranslate2 Whisper folder or model name; empty = bundled tiny.en
+    language: str = "en"  # "" = detect per turn (needs a multilingual model)
+    beam_size: int = opt(1, 1, 10)
+    threads: int = opt(2, 0, 256)  # 0 = CTranslate2's default
+    end_of_turn_ms: int = opt(500, 100, 10000)
+    vad_threshold: float = opt(0.5, 0.05, 0.95)
+    barge_in: bool = True
+    barge_in_ms: int = opt(200, 50, 5000)
+    max_turn_seconds: float = opt(30.0, 1, 600)
+
+
+@dataclass
 class LiveSettings:
     sinks: list = opt(["preview"])  # names of sink plugins, each configured in [sinks.NAME]
     max_ahead_seconds: float = opt(30.0, 1, 600)
@@ -143,6 +156,7 @@ class Settings:
     face: FaceSettings = field(default_factory=FaceSettings)
     render: RenderSettings = field(default_factory=RenderSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
+    asr: ASRSettings = field(default_factory=ASRSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
     server: ServerSettings = field(default_factory=ServerSettings)

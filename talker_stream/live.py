@@ -150,10 +150,14 @@ class LiveAvatar:
             except queue.Empty:
                 break
         with self._lock:
+            queued = self.timeline.queued_utterances()
             spoken = self.timeline.interrupt()
         self._caption = ""
         if spoken.utterance is not None:
             self._finish(spoken.utterance, spoken)
+        for utt in queued:  # already synthesised, waiting behind the one cut: never heard
+            if utt != spoken.utterance:
+                self._finish(utt, Spoken(utt, []))
         for u in dropped:
             self._finish(u.id, Spoken(u.id, []))
         return spoken

@@ -18,7 +18,11 @@ INJECTION = re.compile(
     r"(ignore|disregard|forget|override)\s+(all\s+|any\s+|the\s+|your\s+)*(previous|prior|above|earlier|system)?\s*"
     r"(instructions|rules|prompts?|messages)"
     r"|\byou\s+are\s+now\b|\bact\s+as\b|\bpretend\s+(to\s+be|you)\b|\bsystem\s+prompt\b|\bdeveloper\s+mode\b"
-    r"|\bjailbreak\b|\bnew\s+(instructions|persona|rules)\b|^\s*(system|assistant)\s*:",
+    r"|\bjailbreak\b|\bnew\s+(instructions|persona|rules)\b"
+    # a fake turn: "SYSTEM:" opening the message or a sentence (newlines are folded by then)
+    r"|(^|[.!?\"'>)\]]\s*)(system|assistant|developer)\s*:"
+    # chat-template markers (<|im_start|>, [INST], <<SYS>>) that the model's tokenizer may read as real turns
+    r"|<\|[\w ]{1,30}\|>|\[/?inst\]|<</?sys>>",
     re.IGNORECASE | re.MULTILINE,
 )
 REFUSAL = "I'll keep being myself, thanks! Ask me anything else."
@@ -34,8 +38,10 @@ class Verdict:
 
 class Moderator:
     def __init__(self, blocklist: list[str] | None = None, max_question_chars: int = 500) -> None:
-        words = [re.escape(w.strip()) for w in (blocklist or []) if w.strip()]
+        entries = [w.split() for w in (blocklist or []) if w.strip()]
+        words = [r"\s+".join(re.escape(x) for x in e) for e in entries]  # "bad  word" across a line break too
         self._blocked = re.compile(r"\b(" + "|".join(words) + r")\b", re.IGNORECASE) if words else None
+        self.span = max((len(e) for e in entries), default=1)  # words a streamed reply must hold back
         self.max_question_chars = max_question_chars
 
     def question(self, text: str) -> Verdict:

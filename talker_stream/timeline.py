@@ -152,6 +152,15 @@ class Timeline:
         """Sentences of *utterance* that have started playing."""
         return [text for u, text in self._spoken if u == utterance]
 
+    def queued_utterances(self) -> list[int]:
+        """Utterances with frames still to play (or playing), in order."""
+        out: list[int] = []
+        for placed in list(self._queue):
+            utt = placed.segment.extra.get("utterance")
+            if utt is not None and utt not in out:
+                out.append(utt)
+        return out
+
     def mark_last(self, utterance: int) -> bool:
         """Flag the utterance's last queued segment; False when none is left to play."""
         for placed in reversed(self._queue):

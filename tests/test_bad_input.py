@@ -25,7 +25,6 @@ from talker_stream.audio import read_audio
 from talker_stream.cli import main
 from talker_stream.config import load_settings
 from talker_stream.errors import EngineUnavailable, InputError
-from talker_stream.face.animator import MeshAnimator
 from talker_stream.face.params import FaceParams
 from talker_stream.portrait import load_portrait
 from talker_stream.render import render
@@ -37,14 +36,6 @@ MAX_SENTENCE = 400  # the splitter's bound (text._MAX_SENTENCE)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def animator():
-    """One face engine for the whole module: creating the face mesh costs about a second."""
-    engine = MeshAnimator()
-    yield engine
-    engine.close()
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,10 @@ class OpenAICompatLLM:
         try:
             resp = urllib.request.urlopen(req, timeout=self.timeout)  # noqa: S310 - the URL is the user's config
         except urllib.error.HTTPError as exc:
-            detail = exc.read(300).decode("utf-8", "replace")
+            detail = exc.read(4000).decode("utf-8", "replace")
+            if self._key:  # hosted APIs quote the key they were sent ("Incorrect API key provided: sk-...")
+                detail = detail.replace(self._key, "***")
+            detail = detail[:300]  # cut after redacting: a cut key would leak its first half
             raise EngineUnavailable(f"LLM server {self.base_url} answered {exc.code}: {detail}") from None
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

