@@ -72,15 +72,18 @@ def file_source(path: str | Path, realtime: bool = False, block_ms: int = 32) ->
 
     Raises InputError at the first ``next()`` when the file cannot be decoded.
     """
+    block = SAMPLE_RATE * block_ms // 1000
     t0 = time.monotonic()
     sent = 0
     for chunk in read_audio(path, SAMPLE_RATE, block_seconds=block_ms / 1000):
-        if realtime:
-            ahead = sent / SAMPLE_RATE - (time.monotonic() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-        sent += len(chunk.pcm)
-        yield chunk
+        for i in range(0, len(chunk.pcm), block):  # read_audio's blocks may come several at once
+            piece = chunk.pcm[i : i + block]
+            sent += len(piece)
+            if realtime:  # a block exists once its last sample would have been recorded
+                ahead = sent / SAMPLE_RATE - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            yield AudioChunk(piece, SAMPLE_RATE)
 
 
 def microphone_source(device: int | str | None = None, block_ms: int = 32, max_seconds_queued: float = 10.0

@@ -95,8 +95,9 @@ class TurnEnded:
 class TurnDetector:
     """Feed 16 kHz float32 PCM in chunks of any size; get SpeechStarted / TurnEnded events.
 
-    Speech starts after ``start_ms`` of consecutive windows above ``threshold`` (two windows,
-    64 ms, ignore clicks yet leave barge-in most of its 200 ms). Once in a turn, a window
+    Speech starts after ``start_ms`` of consecutive windows above ``threshold - 0.15``, the
+    last of them above ``threshold`` (two windows, 64 ms: clicks are ignored, and the rising
+    edge of Silero's probability counts, so barge-in keeps most of its 200 ms). In a turn, a window
     counts as speech above ``threshold``, or above ``threshold - 0.15`` while no silence has
     begun (Silero's own hysteresis); ``end_of_turn_ms`` of silence ends the turn. A turn
     longer than ``max_turn_seconds`` is cut there and a new one begins without a new
@@ -154,8 +155,8 @@ class TurnDetector:
         self.position += WINDOW
         if self._turn is None:
             self._recent.append(window)
-            self._run = self._run + 1 if prob >= self.threshold else 0
-            if self._run >= self.start_windows:
+            self._run = self._run + 1 if prob >= self.neg_threshold else 0
+            if self._run >= self.start_windows and prob >= self.threshold:
                 onset = self.position - self._run * WINDOW
                 self._turn = list(self._recent)
                 self._turn_start = self.position - len(self._turn) * WINDOW
