@@ -6,8 +6,9 @@ answered line by line instead of being queued all at once and cut off at end of 
 """
 from __future__ import annotations
 
-import importlib.util
+import itertools
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from typing import TextIO
@@ -23,9 +24,41 @@ CHANNEL = "terminal"
 MAX_ANSWER_S = 300.0  # a reply never heard back (a stuck sink?) must not hang the prompt forever
 
 
-def _echo(reply: Reply, out: TextIO) -> Iterator[str]:
+class Console:
+    """The terminal, written from several threads (answers stream from the speech thread,
+    spoken questions arrive on the ASR thread): each line is started cleanly."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._lock = threading.Lock()
+        self._fresh = True  # at the start of a line
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            if self._fresh:
+                text = text.lstrip(" ")
+            if text:
+                self.out.write(text)
+                self.out.flush()
+                self._fresh = text.endswith("\n")
+
+    def typed(self) -> None:
+        """The user pressed Enter after a prompt: the terminal is at a line start."""
+        with self._lock:
+            self._fresh = True
+
+    def line(self, text: str = "") -> None:
+        """*text* on a line of its own (ends the current line first)."""
+        with self._lock:
+            self.out.write(("" if self._fresh else "\n") + (text + "\n" if text else ""))
+            self.out.flush()
+            self._fresh = True
+
+
+def _echo(reply: Reply, out: Console) -> Iterator[str]:
     """Pass the pieces on to the voice and print them as they come, emotion tags hidden
-    (a tag may arrive cut across pieces, so a trailing '[' is held back briefly)."""
+    (a tag may arrive cut across pieces, so a trailing '[' is held back briefly). Closing
+    it (the avatar was interrupted) stops the model."""
     held = ""
     try:
         for piece in reply:
@@ -34,32 +67,41 @@ def _echo(reply: Reply, out: TextIO) -> Iterator[str]:
             cut = held.rfind("[")
             keep = cut >= 0 and "]" not in held[cut:] and len(held) - cut < 16
             text, held = (held[:cut], held[cut:]) if keep else (held, "")
-            out.write(_TAG.sub("", text))
-            out.flush()
+            out.write(_show(text))
     finally:
         reply.close()  # interrupted: stop the model too
-        out.write(_TAG.sub("", held) + "\n")
-        out.flush()
+        out.write(_show(held))
+        out.line()
 
 
-def ask(avatar, conversation: Conversation, text: str, out: TextIO, author: str = "") -> Spoken | None:
-    """Speak the answer to *text*; return what was heard once it has been (None: never told)."""
+def _show(text: str) -> str:
+    """Model text for the terminal: no emotion tags, one line per answer."""
+    return re.sub(r"[ \t]*\n\s*", " ", _TAG.sub("", text))
+
+
+def ask(avatar, conversation: Conversation, text: str, out: Console, author: str = "", wait: bool = True,
+        on_done=None) -> Spoken | None:
+    """Speak the answer to *text*. With *wait*, return what was heard once it has been
+    (None: it was never told); otherwise return at once (the microphone keeps listening)."""
     q = Question(text, author, CHANNEL)
     reply = conversation.reply(q)
     done = threading.Event()
     heard: list[Spoken] = []
 
-    def on_done(spoken: Spoken) -> None:
+    def finished(spoken: Spoken) -> None:
         reply.heard(spoken.text)
         heard.append(spoken)
         done.set()
+        if on_done is not None:
+            on_done(spoken)
 
     try:
-        avatar.say(_echo(reply, out), question=q.label, on_done=on_done)
+        avatar.say(_echo(reply, out), question=q.label, on_done=finished)
     except Exception as exc:  # noqa: BLE001 - queue full: say so and go on
         log.warning("not queued: %s", exc)
+        finished(Spoken(None, []))
         return None
-    if not done.wait(MAX_ANSWER_S):
+    if wait and not done.wait(MAX_ANSWER_S):
         log.warning("no answer was heard within %.0f s; going on", MAX_ANSWER_S)
         avatar.interrupt()
     return heard[0] if heard else None
@@ -67,24 +109,73 @@ def ask(avatar, conversation: Conversation, text: str, out: TextIO, author: str 
 
 def chat_from_terminal(avatar, conversation: Conversation, lines: TextIO, out: TextIO, prompt: bool = False) -> None:
     """One question per line until end of input."""
+    console = Console(out)
     while True:
         if prompt:
-            out.write("> ")
-            out.flush()
+            console.write("> ")
         line = lines.readline()
         if not line:
+            console.line()
             return
+        if prompt:
+            console.typed()
         if line.strip():
-            ask(avatar, conversation, line.strip(), out)
+            ask(avatar, conversation, line.strip(), console)
 
 
 def mic_listener(settings):
-    """The speech recogniser for ``--mic``; a clear error where it is not available."""
-    if importlib.util.find_spec("talker_stream.asr") is None:
-        raise TalkerError("--mic is not available yet: this version has no speech recognition "
-                          "(talker_stream.asr); type your questions instead")
-    raise TalkerError("--mic is not wired to talker_stream.asr yet; type your questions instead")
+    """The ear for ``--mic`` (Silero VAD + Whisper from [asr]), loaded before anything starts."""
+    try:
+        from .asr import Listener
+    except ImportError as exc:
+        raise TalkerError(f"--mic is not available: speech recognition cannot load ({exc}); "
+                          "type your questions instead") from None
+    return Listener.from_settings(settings)
 
 
-def chat_from_mic(avatar, conversation: Conversation, listener, settings, out: TextIO) -> None:
-    raise TalkerError("--mic is not available yet")
+def open_microphone() -> Iterator:
+    """The default microphone, opened now: a missing one fails before the avatar starts."""
+    from .asr import microphone_source
+
+    source = microphone_source()
+    first = next(source)
+
+    def primed() -> Iterator:
+        try:
+            yield first
+            yield from source
+        finally:
+            source.close()
+
+    return primed()
+
+
+def chat_from_mic(avatar, conversation: Conversation, listener, source, out: TextIO) -> None:
+    """Answer each spoken turn until the source ends. Barge-in: speech that starts while an
+    answer is still being written or spoken cuts it off (the listener calls back only when
+    [asr] barge_in is on), and memory keeps what was heard of it."""
+    console = Console(out)
+    answering: set[int] = set()  # answers still being written or spoken
+    lock = threading.Lock()
+    ids = itertools.count()
+
+    def on_speech_start() -> None:
+        with lock:
+            busy = bool(answering)
+        if busy:
+            avatar.interrupt()
+
+    def on_question(text: str, start: float, end: float) -> None:
+        console.line(f"you: {text}")
+        key = next(ids)
+        with lock:
+            answering.add(key)
+        ask(avatar, conversation, text, console, wait=False, on_done=lambda _s: _forget(key))
+
+    def _forget(key: int) -> None:
+        with lock:
+            answering.discard(key)
+
+    listener.on_speech_start = on_speech_start
+    listener.on_question = on_question
+    listener.run(source)

@@ -146,16 +146,18 @@ def cmd_live(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    from .chat import chat_from_mic, chat_from_terminal, mic_listener
+    from .chat import chat_from_mic, chat_from_terminal, mic_listener, open_microphone
     from .conversation import open_conversation
 
     settings = _settings(args)
-    listener = mic_listener(settings) if args.mic else None  # fails before anything starts
-    conversation = open_conversation(settings)  # a missing model fails before the avatar starts
+    conversation = open_conversation(settings)  # a missing model, ear or microphone fails before the avatar starts
+    listener, source = (mic_listener(settings), open_microphone()) if args.mic else (None, None)
+    conversation.warm_up()
     avatar, server = _start_live(settings)
     try:
         if listener is not None:
-            chat_from_mic(avatar, conversation, listener, settings, sys.stdout)
+            print("listening: speak a question (Ctrl-C to end)", file=sys.stderr)
+            chat_from_mic(avatar, conversation, listener, source, sys.stdout)
         else:
             chat_from_terminal(avatar, conversation, sys.stdin, sys.stdout, prompt=sys.stdin.isatty())
     except KeyboardInterrupt:

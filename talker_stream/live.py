@@ -184,7 +184,8 @@ class LiveAvatar:
             first = True
             pieces = [u.text] if isinstance(u.text, str) else u.text
             try:
-                for sentence in split_sentences(pieces, fast_start=True):
+                # a streamed reply starts speaking at its first clause; a whole text is said as written
+                for sentence in split_sentences(pieces, fast_start=not isinstance(u.text, str)):
                     for seg in self.speaker.speak([sentence]):
                         if not self._wait_for_room(u):
                             break
