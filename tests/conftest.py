@@ -63,3 +63,17 @@ def piper_clip_report(piper_clip):
     from talker_stream.lipsync import measure_file
 
     return measure_file(piper_clip[0])
+
+
+def lip_brightness(avatar, grab, n: int, pause: float = 0.12) -> list[float]:
+    """Mean brightness of the lips' box over *n* frames from *grab()* (a grey image of the
+    live avatar, e.g. a preview JPEG): it drops when the mouth opens."""
+    import time
+
+    lips = avatar.avatar.face.points[avatar.avatar.face.groups["lips"], :2]
+    (x0, y0), (x1, y1) = lips.min(0).astype(int), lips.max(0).astype(int) + 1
+    out = []
+    for _ in range(n):
+        out.append(float(grab()[y0:y1, x0:x1].mean()))
+        time.sleep(pause)
+    return out

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_settings
+from conftest import lip_brightness, make_settings
 
 TOKEN = "test-token-Zq8rV3xK"  # pragma: allowlist secret - a throwaway for this test server
 LINE = "Hello from the control server, this sentence is long enough to be heard for a while."
@@ -150,14 +150,7 @@ def test_foreign_host_header_is_refused(quiet):
 
 # -- speaking --------------------------------------------------------------------------------
 def mouth_brightness(avatar, server, n: int) -> list[float]:
-    """Mean brightness of the lips' box in n preview frames: it drops when the mouth opens."""
-    lips = avatar.avatar.face.points[avatar.avatar.face.groups["lips"], :2]
-    (x0, y0), (x1, y1) = lips.min(0).astype(int), lips.max(0).astype(int) + 1
-    out = []
-    for _ in range(n):
-        out.append(float(jpeg(server)[y0:y1, x0:x1].mean()))
-        time.sleep(0.12)
-    return out
+    return lip_brightness(avatar, lambda: jpeg(server), n)
 
 
 def test_say_with_token_speaks_then_interrupt_stops(quiet):

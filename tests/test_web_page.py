@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, make_settings
+from conftest import ROOT, lip_brightness, make_settings
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "page-test-token-4hD9sQ"  # pragma: allowlist secret - a throwaway for this test server
@@ -97,24 +97,23 @@ def preview_pixels(page) -> np.ndarray:
 
 
 def mouth_brightness(page, avatar, n: int) -> list[float]:
-    """Mean brightness of the lips' box in n frames shown by the page: it drops when the mouth opens."""
-    lips = avatar.avatar.face.points[avatar.avatar.face.groups["lips"], :2]
-    (x0, y0), (x1, y1) = lips.min(0).astype(int), lips.max(0).astype(int) + 1
-    out = []
-    for _ in range(n):
-        out.append(float(preview_pixels(page)[y0:y1, x0:x1].mean()))
-        time.sleep(0.12)
-    return out
+    return lip_brightness(avatar, lambda: preview_pixels(page), n)
+
+
+def open_page(browser, server):
+    """A fresh page on the control page, with the token, once its preview shows a frame."""
+    page = browser.new_page()
+    page.goto(server.url + "#token=" + TOKEN)
+    page.wait_for_function("document.getElementById('preview').naturalWidth > 0")
+    return page
 
 
 def test_page_shows_live_preview_says_and_interrupts(live, browser):
     avatar, server = live
     avatar.interrupt()
-    page = browser.new_page()
+    page = open_page(browser, server)
     try:
-        page.goto(server.url + "#token=" + TOKEN)
         # the live preview: the MJPEG image loads at the portrait's shape and keeps changing
-        page.wait_for_function("document.getElementById('preview').naturalWidth > 0")
         w, h = page.evaluate("[document.getElementById('preview').naturalWidth, "
                              "document.getElementById('preview').naturalHeight]")
         assert (h, w) == avatar.portrait.shape[:2]
@@ -152,10 +151,8 @@ def test_preview_keeps_moving_when_idle(live, browser):
     """Idle is alive too (blinks, breathing, head motion): frames read through a canvas differ."""
     avatar, server = live
     avatar.interrupt()
-    page = browser.new_page()
+    page = open_page(browser, server)
     try:
-        page.goto(server.url + "#token=" + TOKEN)
-        page.wait_for_function("document.getElementById('preview').naturalWidth > 0")
         frames = []
         for _ in range(4):
             frames.append(preview_pixels(page))
