@@ -36,6 +36,9 @@ def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
             out.append((kind, name, role, problem))
         for name in sorted(chosen.get(kind, set()) - set(registry.available(kind))):
             out.append((kind, name, roles[(kind, name)], "not installed: no plugin registers this name"))
+    from .asr.whisper import WhisperASR
+
+    out.append(("asr", "faster-whisper", "", WhisperASR.check(settings.asr, settings.base_dir)))
     out.append(("writer", "mp4 (h264+aac)", "", _writer_check()))
     portrait = settings.path(settings.avatar.portrait)
     out.append(("portrait", str(portrait), "", None if portrait.is_file() else "file not found; set avatar.portrait"))
