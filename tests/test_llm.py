@@ -8,7 +8,6 @@ and stay out of error messages.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading

@@ -11,7 +11,6 @@ import logging
 import secrets
 import shutil
 import socket
-import subprocess
 import tempfile
 import threading
 import time

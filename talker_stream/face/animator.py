@@ -63,7 +63,7 @@ class MeshAnimator:
         if self._finder is None:
             self._finder = FaceFinder()
         face = self._finder.find_one(portrait, source)
-        rig = Rig.build(face, portrait.shape[:2])
+        rig = Rig.build(face)
         warper = MeshWarper(rig.rest, portrait.shape[:2])
         mouth = MouthPainter(portrait, face.points[:, :2], rig.mouth_width)
         eyelids = EyelidPainter(face, portrait.shape[:2])

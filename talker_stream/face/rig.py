@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .landmarks import CHIN, FOREHEAD, INNER_LIP_LOWER, INNER_LIP_UPPER, Face
+from .landmarks import CHIN, INNER_LIP_LOWER, INNER_LIP_UPPER, Face
 from .params import FaceParams
 
 N_MESH = 468  # iris points are left out: a closing lid must be able to cover the iris
@@ -44,7 +44,7 @@ class Rig:
     mouth_width: float
 
     @classmethod
-    def build(cls, face: Face, image_shape: tuple[int, int]) -> "Rig":
+    def build(cls, face: Face) -> "Rig":
         pts = face.points[:N_MESH]
         xy = pts[:, :2]
         g = face.groups
@@ -75,7 +75,6 @@ class Rig:
         B["jaw_open"][corners, 0] = -(x[corners] - mc[0]) * 0.06
 
         lips = g["lips"]
-        rel = (x[lips] - mc[0]) / (mw / 2)
         near_mouth = _near(xy, xy[lips], 0.12 * H)
         # wide (ee, s): lips stretch sideways, cheeks follow a little
         B["mouth_wide"][:N_MESH, 0] = (x - mc[0]) * 0.16 * near_mouth
@@ -83,7 +82,6 @@ class Rig:
         B["mouth_round"][:N_MESH, 0] = -(x - mc[0]) * 0.28 * near_mouth
         B["mouth_round"][g["outer_upper"], 1] -= 0.015 * H
         B["mouth_round"][g["outer_lower"], 1] += 0.015 * H
-        del rel
 
         corner_w = _near(xy, xy[corners], 0.16 * H)
         side = np.sign(x - mc[0])
@@ -112,7 +110,6 @@ class Rig:
             B["smile"][low, 1] -= 0.008 * H
         bases = np.stack([B[n] for n in EXPRESSION])
         pivot = np.array([c[0], xy[CHIN, 1] + 0.25 * H, 0.0])
-        del image_shape
         return cls(
             rest=rest,
             depth=pts[:, 2].copy(),
