@@ -10,8 +10,10 @@ Nothing in talker_stream/ is changed; timestamps come from wrappers:
 - ``talker_stream.live.split_sentences`` (first clause the splitter emits, fast_start on),
 - the TTS engine object's ``stream`` (first audio chunk),
 - a sink that notes the first speaking frame with audio energy (RMS > 0.02),
-- for spoken questions, the ASR object's ``transcribe`` (start = VAD declared end of turn,
-  end = Whisper done).
+- for spoken questions, the ASR object's ``transcribe`` (start = VAD saw the pause that
+  ``[asr] speculate_ms`` waits for, end = Whisper done) and the moment the Listener
+  confirms the question (``end_of_turn_ms`` of silence). The chain is chat.py's: the
+  answer is drafted from the pause on (talker_stream.drafts) and spoken once confirmed.
 
 Typed: "end of question" is the moment the question is handed over. Spoken: each question
 is synthesised with Piper, resampled to 16 kHz and fed through the Listener in 32 ms
@@ -43,6 +45,7 @@ from talker_stream.asr import Listener  # noqa: E402
 from talker_stream.audio import resample  # noqa: E402
 from talker_stream.config import load_settings  # noqa: E402
 from talker_stream.conversation import Question, open_conversation  # noqa: E402
+from talker_stream.drafts import Drafts  # noqa: E402
 from talker_stream.face.animator import MeshAnimator  # noqa: E402
 from talker_stream.media import AudioChunk  # noqa: E402
 from talker_stream.sinks import create_sinks  # noqa: E402
@@ -57,8 +60,8 @@ QUESTIONS = [
     "Where do you live?", "What is the weather like?", "Who is your best friend?",
     "Why is the sky blue?", "What games do you play?", "How old are you?",
 ]
-STAGES = ["vad", "whisper", "llm", "sentence", "tts", "frame"]
-LABELS = {"vad": "VAD end of turn (speech end -> turn closed)", "whisper": "Whisper transcription",
+LABELS = {"vad": "VAD pause (speech end -> speculate_ms of silence)", "whisper": "Whisper transcription",
+          "confirmed": "turn confirmed (end_of_turn_ms of silence)",
           "llm": "first LLM token", "sentence": "first sentence out of the splitter",
           "tts": "first TTS audio chunk", "frame": "first lip-synced frame at a sink"}
 
@@ -144,8 +147,8 @@ class FirstFrameSink:
         pass
 
 
-def ask(live, conversation, marks: Marks, text: str, channel: str) -> None:
-    reply = conversation.reply(Question(text, channel=channel))
+def ask(live, conversation, marks: Marks, text: str, channel: str, reply=None) -> None:
+    reply = reply or conversation.reply(Question(text, channel=channel))
 
     def finished(spoken) -> None:
         reply.heard(spoken.text)
@@ -177,12 +180,16 @@ def run_spoken(live, conversation, listener: Listener, marks: Marks, tts, count:
     clips = [spoken_pcm(tts, QUESTIONS[i % len(QUESTIONS)]) for i in range(count)]
     results: list[dict[str, float]] = []
     heard: list[str] = []
+    drafts = Drafts(conversation, lambda text: Question(text, channel=f"spoken-{len(results)}"))
 
     def on_question(text, start, end) -> None:
+        marks.mark("confirmed")
         heard.append(text.strip())
-        ask(live, conversation, marks, text, f"spoken-{len(heard)}")
+        ask(live, conversation, marks, text, "", reply=drafts.confirm(text, start, end))
 
     listener.on_question = on_question
+    listener.on_guess = drafts.guess
+    listener.on_resumed = drafts.resumed
     block = 512
 
     def source():
@@ -209,6 +216,7 @@ def run_spoken(live, conversation, listener: Listener, marks: Marks, tts, count:
 
     listener.run(source())
     print("heard: " + " | ".join(heard), file=sys.stderr)
+    print(f"drafts used {drafts.used}, wasted {drafts.wasted}", file=sys.stderr)
     return results
 
 
@@ -217,7 +225,7 @@ def table(name: str, runs: list[dict[str, float]], spoken: bool) -> list[float]:
     print(f"\n{name}: {len(runs)} questions (median ms after the end of the question)\n")
     print("| stage | since end of question | step | min | max |")
     print("|---|---|---|---|---|")
-    rows = [("vad", "turn"), ("whisper", "asr")] if spoken else []
+    rows = [("vad", "turn"), ("whisper", "asr"), ("confirmed", "confirmed")] if spoken else []
     rows += [(s, s) for s in ["llm", "sentence", "tts", "frame"]]
     prev = None
     totals = []

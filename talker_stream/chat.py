@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from .conversation import Conversation, Question, Reply
+from .drafts import Draft, Drafts
 from .errors import TalkerError
 from .text import _TAG
 from .timeline import Spoken
@@ -55,7 +56,7 @@ class Console:
             self._fresh = True
 
 
-def _echo(reply: Reply, out: Console) -> Iterator[str]:
+def _echo(reply: Reply | Draft, out: Console) -> Iterator[str]:
     """Pass the pieces on to the voice and print them as they come, emotion tags hidden
     (a tag may arrive cut across pieces, so a trailing '[' is held back briefly). Closing
     it (the avatar was interrupted) stops the model."""
@@ -80,11 +81,12 @@ def _show(text: str) -> str:
 
 
 def ask(avatar, conversation: Conversation, text: str, out: Console, author: str = "", wait: bool = True,
-        on_done=None) -> Spoken | None:
-    """Speak the answer to *text*. With *wait*, return what was heard once it has been
-    (None: it was never told); otherwise return at once (the microphone keeps listening)."""
-    q = Question(text, author, CHANNEL)
-    reply = conversation.reply(q)
+        on_done=None, reply: Reply | Draft | None = None) -> Spoken | None:
+    """Speak the answer to *text* (or the *reply* already begun for it). With *wait*, return
+    what was heard once it has been (None: it was never told); otherwise return at once
+    (the microphone keeps listening)."""
+    reply = reply or conversation.reply(Question(text, author, CHANNEL))
+    q = reply.question
     done = threading.Event()
     heard: list[Spoken] = []
 
@@ -153,8 +155,10 @@ def open_microphone() -> Iterator:
 def chat_from_mic(avatar, conversation: Conversation, listener, source, out: TextIO) -> None:
     """Answer each spoken turn until the source ends. Barge-in: speech that starts while an
     answer is still being written or spoken cuts it off (the listener calls back only when
-    [asr] barge_in is on), and memory keeps what was heard of it."""
+    [asr] barge_in is on), and memory keeps what was heard of it. The answer is begun
+    during the end-of-turn silence ([asr] speculate_ms) and kept back until the turn ends."""
     console = Console(out)
+    drafts = Drafts(conversation, lambda text: Question(text, "", CHANNEL))
     answering: set[int] = set()  # answers still being written or spoken
     lock = threading.Lock()
     ids = itertools.count()
@@ -170,7 +174,8 @@ def chat_from_mic(avatar, conversation: Conversation, listener, source, out: Tex
         key = next(ids)
         with lock:
             answering.add(key)
-        ask(avatar, conversation, text, console, wait=False, on_done=lambda _s: _forget(key))
+        reply = drafts.confirm(text, start, end)
+        ask(avatar, conversation, text, console, wait=False, on_done=lambda _s: _forget(key), reply=reply)
 
     def _forget(key: int) -> None:
         with lock:
@@ -178,4 +183,6 @@ def chat_from_mic(avatar, conversation: Conversation, listener, source, out: Tex
 
     listener.on_speech_start = on_speech_start
     listener.on_question = on_question
+    listener.on_guess = drafts.guess
+    listener.on_resumed = drafts.resumed
     listener.run(source)

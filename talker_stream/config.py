@@ -53,12 +53,29 @@ class EspeakSettings:
     pitch: int = opt(50, 0, 99)
 
 
+class EngineTables:
+    """A settings section whose plugin engines bring their own option tables.
+
+    ``[tts.xtts]`` or ``[face.wav2lip]`` belong to plugins the core does not know; each
+    plugin declares an ``Options`` dataclass and its table is checked against it, with the
+    same file:line errors as the core's own settings, once the installed plugins are known.
+    """
+
+    plugin_kind = ""  # the registry kind whose engines may add tables here
+
+    def options(self, name: str) -> Any:
+        """The option object for engine *name*: a built-in table, a plugin's, or None."""
+        return getattr(self, name, None) or self.plugins.get(name)
+
+
 @dataclass
-class TTSSettings:
+class TTSSettings(EngineTables):
+    plugin_kind = "tts"
     engine: str = "piper"
     fallback: str = "espeak"
     piper: PiperSettings = field(default_factory=PiperSettings)
     espeak: EspeakSettings = field(default_factory=EspeakSettings)
+    plugins: dict = field(default_factory=dict, metadata={"internal": True})
 
 
 @dataclass
@@ -71,9 +88,11 @@ class ExpressionConfig(ExpressionSettings):
 
 
 @dataclass
-class FaceSettings:
+class FaceSettings(EngineTables):
+    plugin_kind = "face"
     engine: str = "mesh"
     expression: ExpressionConfig = field(default_factory=ExpressionConfig)
+    plugins: dict = field(default_factory=dict, metadata={"internal": True})
 
 
 @dataclass
@@ -119,11 +138,12 @@ class ModerationSettings:
 
 @dataclass
 class ASRSettings:
-    model: str = ""  # CTranslate2 Whisper folder or model name; empty = bundled tiny.en
+    model: str = ""  # CTranslate2 Whisper folder or model name; empty = bundled tiny.en; "multilingual" = bundled base
     language: str = "en"  # "" = detect per turn (needs a multilingual model)
     beam_size: int = opt(1, 1, 10)
     threads: int = opt(2, 0, 256)  # 0 = CTranslate2's default
     end_of_turn_ms: int = opt(500, 100, 10000)
+    speculate_ms: int = opt(160, 0, 10000)  # after this much silence, start answering in private; 0: off
     vad_threshold: float = opt(0.5, 0.05, 0.95)
     barge_in: bool = True
     barge_in_ms: int = opt(200, 50, 5000)
@@ -203,6 +223,9 @@ def _build(cls: type, data: dict, where: list[str], text: str, src: str) -> Any:
         if re.search(r"(token|password|secret|key)$", key):
             raise fail(key, "secrets do not belong in the config file (it gets shared and logged); "
                        f"put it in an environment variable and name that variable in {key}_env")
+        if key not in known and getattr(cls, "plugin_kind", "") and isinstance(value, dict):
+            kwargs.setdefault("plugins", {})[key] = value  # checked in _check_plugin_tables
+            continue
         if key not in known:
             close = [k for k in known if k[:3] == key[:3]]
             hint = f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(known)}"
@@ -259,6 +282,8 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
     settings.base_dir = base
     _check_engine_names(settings, text, src)
     _check_sinks(settings, text, src)
+    for section in (settings.tts, settings.face):
+        _check_plugin_tables(section, text, src)
     ex = settings.face.expression
     if ex.blink_min > ex.blink_max:
         raise ConfigError(f"{src}: face.expression.blink_min ({ex.blink_min}) is above blink_max ({ex.blink_max})")
@@ -312,6 +337,49 @@ def _check_sinks(settings: Settings, text: str, src: str) -> None:
     settings.sinks = checked
 
 
+def _plugin_options(kind: str, name: str) -> type | None:
+    from . import registry
+
+    return getattr(registry.load(kind, name), "Options", None)
+
+
+def _check_plugin_tables(section: EngineTables, text: str, src: str) -> None:
+    """Each plugin engine's table, checked against that plugin's Options dataclass."""
+    from . import registry
+
+    kind = section.plugin_kind
+    installed = registry.available(kind)
+    checked = {}
+    for name, table in section.plugins.items():
+        if name not in installed:
+            continue  # configured for a plugin that is not installed and not chosen: harmless
+        options = _plugin_options(kind, name)
+        if options is None:
+            raise ConfigError(f"{src}:{_line_of(text, [kind], name)}: {kind}.{name}: this engine takes no settings")
+        checked[name] = _build(options, table, [kind, name], text, src)
+    for name in {getattr(section, "engine", ""), getattr(section, "fallback", "")} - {""} - set(checked):
+        if name in installed and getattr(section, name, None) is None:
+            options = _plugin_options(kind, name)
+            if options is not None:
+                checked[name] = options()
+    section.plugins = checked
+
+
+def plugin_defaults(kind: str) -> dict:
+    """Default options of every installed plugin engine of *kind* that has any."""
+    from . import registry
+
+    out = {}
+    for name in sorted(registry.available(kind)):
+        try:
+            options = _plugin_options(kind, name)
+        except Exception:  # noqa: BLE001 - an unimportable plugin has no defaults to show
+            continue
+        if options is not None:
+            out[name] = defaults_as_dict(options())
+    return out
+
+
 def sink_defaults() -> dict:
     """Default options of every installed sink plugin, as plain data."""
     from . import registry
@@ -336,4 +404,6 @@ def defaults_as_dict(obj: Any = None) -> dict:
         out[f.name] = defaults_as_dict(v) if is_dataclass(v) else v
     if top:
         out["sinks"] = sink_defaults()
+        out["tts"] |= plugin_defaults("tts")
+        out["face"] |= plugin_defaults("face")
     return out

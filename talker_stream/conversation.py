@@ -68,6 +68,10 @@ class Reply:
     def heard(self, spoken_text: str) -> None:
         self._conversation._record(self, spoken_text)
 
+    def discard(self) -> None:
+        """Nobody heard any of it (a draft on a wrong guess): memory keeps nothing."""
+        self._conversation._forget(self)
+
 
 class Conversation:
     def __init__(self, llm: LLM, persona: str, params: GenerationParams, moderator: Moderator,
@@ -160,6 +164,12 @@ class Conversation:
             reply = pending[0] if pending else None
         if reply is not None:
             self._record(reply, spoken_text)
+
+    def _forget(self, reply: Reply) -> None:
+        with self._lock:
+            pending = self._pending.get(reply.question.channel)
+            if pending is not None and reply in pending:
+                pending.remove(reply)
 
     def _record(self, reply: Reply, spoken_text: str) -> None:
         """The question and the heard part of its answer (tags removed) go into memory, once."""

@@ -16,7 +16,7 @@ GROUPS = {
     "face": "talker_stream.face",
     "llm": "talker_stream.llm",
     "sink": "talker_stream.sinks",
-    "adapter": "talker_stream.adapters",
+    "adapter": "talker_stream.adapters",  # chat platforms (talker_stream/adapters: the contract)
 }
 
 

@@ -300,3 +300,34 @@ def test_wer_normalises_case_and_punctuation():
     assert wer(["a b c d", "e f"], ["a x c", "e f g"]) == pytest.approx(3 / 6)
     with pytest.raises(ValueError):
         wer(["a"], [])
+
+
+def test_a_pause_is_guessed_early_and_voided_if_the_speaker_goes_on(spoken, asr):
+    """speculate_ms: TurnPaused after the short silence; TurnResumed when speech returns;
+    the final TurnEnded has the same end as the last pause, and its words are reused."""
+    from talker_stream.asr.vad import TurnPaused, TurnResumed
+
+    a, b = at_16k(spoken["piper"][0]), at_16k(spoken["piper"][1])  # name? / how old?
+    gap = np.zeros(int(0.35 * SAMPLE_RATE), np.float32)  # longer than the pause, shorter than the end
+    pcm = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), a, gap, b, np.zeros(2 * SAMPLE_RATE, np.float32)])
+    events = feed_all(TurnDetector(end_of_turn_ms=500, pause_ms=160), pcm, 512)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["SpeechStarted", "TurnPaused", "TurnResumed", "TurnPaused", "TurnEnded"], kinds
+    last_pause, end = events[3], events[4]
+    assert (last_pause.start, last_pause.end) == (end.start, end.end)
+    assert 160 <= (last_pause.detected_at - last_pause.end) / SAMPLE_RATE * 1000 < 160 + 32
+    assert end.detected_at - last_pause.detected_at >= (500 - 160 - 32) * SAMPLE_RATE / 1000
+
+    guesses, questions, resumed = [], [], []
+    calls = []
+    real = asr.transcribe
+    listener = Listener(asr, TurnDetector(end_of_turn_ms=500, pause_ms=160), barge_in=False,
+                        on_guess=lambda t, s, e: guesses.append((t, s, e)),
+                        on_question=lambda t, s, e: questions.append((t, s, e)),
+                        on_resumed=lambda: resumed.append(1))
+    listener.asr = type("CountingASR", (), {"transcribe": lambda self, p, l=None: calls.append(len(p)) or real(p, l)})()
+    listener.run(iter([pcm[i : i + 512] for i in range(0, len(pcm), 512)]))
+    assert len(guesses) == 2 and resumed == [1] and len(questions) == 1
+    assert questions[0] == guesses[-1], "the final question is the last guess: same words, same turn"
+    assert len(calls) == 2, "Whisper ran for the two pauses and not again at the end of the turn"
+    assert wer(QUESTIONS[0] + " " + QUESTIONS[1], questions[0][0]) <= 0.2

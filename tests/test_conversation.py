@@ -401,3 +401,48 @@ def test_interruption_keeps_only_what_was_heard(smollm, animator, piper):
         'Someone asks: "What is the capital of France?"', results["q3"].text or "…",
     ]
     assert cut3.utterance in (u3, None)
+
+
+# -- answers begun during the end-of-turn silence (talker_stream.drafts) ------------------------
+
+def test_a_confirmed_draft_is_the_answer_and_a_wrong_one_leaves_no_trace(smollm):
+    from talker_stream.drafts import Draft, Drafts
+
+    conv = conversation(smollm)
+    drafts = Drafts(conv, lambda text: Question(text, "", "mic"))
+    drafts.guess("What is your name?", 1.0, 2.0)
+    drafts.resumed()  # the speaker went on: the draft is dropped unheard
+    drafts.guess("What is your name and where do you live?", 1.0, 3.0)
+    reply = drafts.confirm("What is your name and where do you live?", 1.0, 3.0)
+    assert isinstance(reply, Draft) and (drafts.used, drafts.wasted) == (1, 1)
+    text = "".join(reply)
+    assert text.strip()
+    reply.heard(text)
+    history = conv.history("mic")
+    assert [m["role"] for m in history] == ["user", "assistant"], "only the confirmed answer is remembered"
+    assert "where do you live" in history[0]["content"]
+
+    drafts.guess("How old are you?", 5.0, 6.0)
+    fresh = drafts.confirm("How old are you today?", 5.0, 6.4)  # Whisper heard more at the end
+    assert not isinstance(fresh, Draft) and drafts.wasted == 2
+    assert "".join(fresh).strip()
+
+
+def test_closing_a_draft_stops_the_model_early():
+    from talker_stream.drafts import Draft
+
+    produced = []
+
+    class SlowText(ScriptedText):
+        def stream(self, messages, params):
+            for p in self.pieces:
+                produced.append(p)
+                time.sleep(0.05)
+                yield p
+
+    conv = conversation(SlowText([f"word{i} " for i in range(100)]))
+    draft = Draft(conv.reply(Question("Count for me.")), (0.0, 1.0))
+    first = next(draft)
+    draft.close()
+    rest = list(draft)
+    assert first.startswith("word0") and len(produced) < 20 and len(rest) < 20

@@ -22,7 +22,7 @@ import numpy as np
 from ..audio import read_audio, resample
 from ..errors import EngineUnavailable
 from ..media import AudioChunk
-from .vad import SAMPLE_RATE, SpeechStarted, TurnDetector, TurnEnded
+from .vad import SAMPLE_RATE, SpeechStarted, TurnDetector, TurnEnded, TurnPaused, TurnResumed
 
 log = logging.getLogger(__name__)
 
@@ -139,22 +139,33 @@ class Listener:
     ``on_speech_start()`` runs in the source thread the moment speech is confirmed (only
     when *barge_in* is on); ``speech_started_at`` then holds its stream time in seconds.
     ``on_question(text, start, end)`` runs in the ASR thread for each non-empty turn.
+
+    Speculation (the detector's ``pause_ms``): after a short silence the turn is transcribed
+    at once and ``on_guess(text, start, end)`` lets the caller start answering; when the
+    turn then ends with no more speech, the same transcript is reused (no second Whisper
+    run) and ``on_question`` gets the same start and end. ``on_resumed()`` (source thread)
+    says a guess is void because the speaker went on.
     """
 
     def __init__(self, asr, detector: TurnDetector | None = None,
                  on_question: Callable[[str, float, float], None] | None = None,
                  on_speech_start: Callable[[], None] | None = None,
-                 language: str | None = None, barge_in: bool = True) -> None:
+                 language: str | None = None, barge_in: bool = True,
+                 on_guess: Callable[[str, float, float], None] | None = None,
+                 on_resumed: Callable[[], None] | None = None) -> None:
         self.asr = asr
         self.detector = detector or TurnDetector()
         self.on_question = on_question
         self.on_speech_start = on_speech_start
         self.language = language
         self.barge_in = barge_in
+        self.on_guess = on_guess
+        self.on_resumed = on_resumed
+        self._guess: tuple[int, int, str] | None = None  # (start, end, text) of the last paused turn
         self.heard: deque[Heard] = deque(maxlen=1000)
         self.speech_starts: deque[SpeechStarted] = deque(maxlen=1000)
         self.speech_started_at: float | None = None
-        self._turns: queue.Queue[TurnEnded | None] = queue.Queue(maxsize=8)
+        self._turns: queue.Queue[TurnEnded | TurnPaused | None] = queue.Queue(maxsize=8)
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -166,7 +177,7 @@ class Listener:
 
         a = settings.asr
         detector = TurnDetector(end_of_turn_ms=a.end_of_turn_ms, threshold=a.vad_threshold,
-                                max_turn_seconds=a.max_turn_seconds)
+                                max_turn_seconds=a.max_turn_seconds, pause_ms=a.speculate_ms)
         return cls(asr or open_asr(settings), detector, barge_in=a.barge_in, **callbacks)
 
     def run(self, source: Iterable[AudioChunk | np.ndarray]) -> list[Heard]:
@@ -223,6 +234,9 @@ class Listener:
                 self.speech_started_at = ev.sample / SAMPLE_RATE
                 if self.barge_in and self.on_speech_start is not None:
                     self.on_speech_start()
+            elif isinstance(ev, TurnResumed):
+                if self.on_resumed is not None:
+                    self.on_resumed()
             else:
                 self._turns.put(ev)  # blocks when ASR is 8 turns behind: bounded memory
 
@@ -232,7 +246,17 @@ class Listener:
                 continue  # drain until the sentinel
             try:
                 t0 = time.perf_counter()
-                text = self.asr.transcribe(turn.pcm, self.language)
+                if isinstance(turn, TurnPaused):
+                    text = self.asr.transcribe(turn.pcm, self.language)
+                    self._guess = (turn.start, turn.end, text)
+                    if text.strip(" .,!?-") and self.on_guess is not None:
+                        self.on_guess(text, turn.start / SAMPLE_RATE, turn.end / SAMPLE_RATE)
+                    continue
+                guess, self._guess = self._guess, None
+                if guess is not None and guess[:2] == (turn.start, turn.end):
+                    text = guess[2]  # nothing was said since the pause: the guess was right
+                else:
+                    text = self.asr.transcribe(turn.pcm, self.language)
                 heard = Heard(text, turn.start / SAMPLE_RATE, turn.end / SAMPLE_RATE, turn.seconds,
                               time.perf_counter() - t0, turn.reason)
                 self.heard.append(heard)

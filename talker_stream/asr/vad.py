@@ -78,6 +78,27 @@ class SpeechStarted:
 
 
 @dataclass
+class TurnPaused:
+    """The speaker has been quiet for ``pause_ms``: probably done, not yet certain.
+
+    A listener may transcribe and even start answering now, holding the answer back until
+    TurnEnded confirms it (the same ``end``) or TurnResumed voids it.
+    """
+
+    start: int
+    end: int
+    pcm: np.ndarray
+    detected_at: int
+
+
+@dataclass
+class TurnResumed:
+    """Speech came back after a TurnPaused: the guess is void, the turn goes on."""
+
+    detected_at: int
+
+
+@dataclass
 class TurnEnded:
     """A turn is over: its audio (with pre-roll and a short tail) is ready for ASR."""
 
@@ -102,15 +123,21 @@ class TurnDetector:
     begun (Silero's own hysteresis); ``end_of_turn_ms`` of silence ends the turn. A turn
     longer than ``max_turn_seconds`` is cut there and a new one begins without a new
     SpeechStarted. Memory is bounded by the longest turn plus the pre-roll.
+
+    With ``pause_ms`` (shorter than ``end_of_turn_ms``), a TurnPaused comes first, after that
+    much silence, so the answer can be prepared during the rest of the wait; TurnResumed
+    follows if the speaker goes on.
     """
 
     def __init__(self, end_of_turn_ms: int = 500, threshold: float = 0.5, max_turn_seconds: float = 30.0,
-                 pre_roll_ms: int = 200, start_ms: int = 64, tail_ms: int = 300, vad: SileroVAD | None = None) -> None:
+                 pre_roll_ms: int = 200, start_ms: int = 64, tail_ms: int = 300, vad: SileroVAD | None = None,
+                 pause_ms: int = 0) -> None:
         self.vad = vad or SileroVAD()
         self.threshold = threshold
         self.neg_threshold = max(threshold - 0.15, 0.01)
         ms = SAMPLE_RATE // 1000
         self.end_of_turn = end_of_turn_ms * ms
+        self.pause = pause_ms * ms if 0 < pause_ms < end_of_turn_ms else 0
         self.max_turn = max(int(max_turn_seconds * SAMPLE_RATE), WINDOW)
         self.start_windows = max(1, -(-start_ms * ms // WINDOW))
         self.pre_windows = -(-pre_roll_ms * ms // WINDOW)
@@ -127,6 +154,7 @@ class TurnDetector:
         self._turn_start = 0
         self._last_speech = 0
         self._silence = 0
+        self._paused = False
 
     @property
     def in_turn(self) -> bool:
@@ -166,21 +194,31 @@ class TurnDetector:
         self._turn.append(window)
         if prob >= self.threshold or (prob >= self.neg_threshold and self._silence == 0):
             self._last_speech, self._silence = self.position, 0
+            if self._paused:
+                self._paused = False
+                events.append(TurnResumed(self.position))
         else:
             self._silence += WINDOW
+        if self.pause and not self._paused and self.pause <= self._silence < self.end_of_turn:
+            self._paused = True
+            events.append(TurnPaused(self._turn_start, self._last_speech, self._turn_pcm(), self.position))
         if self._silence >= self.end_of_turn:
             events.append(self._close("silence", self.position))
         elif self.position - self._turn_start >= self.max_turn:
             events.append(self._close("max_length", self.position))
             self._turn, self._turn_start = [], self.position  # still speaking: carry on
             self._last_speech, self._silence = self.position, 0
+            self._paused = False
 
-    def _close(self, reason: str, now: int) -> TurnEnded:
+    def _turn_pcm(self) -> np.ndarray:
+        """The turn's audio up to its last speech plus the tail (what there is of it)."""
         assert self._turn is not None
         pcm = np.concatenate(self._turn) if self._turn else np.zeros(0, np.float32)
-        keep = self._last_speech - self._turn_start + self.tail
-        event = TurnEnded(self._turn_start, self._last_speech, pcm[:keep], now, reason)
+        return pcm[: self._last_speech - self._turn_start + self.tail]
+
+    def _close(self, reason: str, now: int) -> TurnEnded:
+        event = TurnEnded(self._turn_start, self._last_speech, self._turn_pcm(), now, reason)
         # the end of this turn is the pre-roll of the next one, should it follow at once
         self._recent = deque(self._turn[-self.pre_windows:] if self.pre_windows else [], maxlen=self._recent.maxlen)
-        self._turn, self._run, self._silence = None, 0, 0
+        self._turn, self._run, self._silence, self._paused = None, 0, 0, False
         return event

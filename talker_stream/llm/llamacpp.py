@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,8 @@ class LlamaCppLLM:
             verbose=False,
         )
         self.model = path.name
+        # one llama.cpp context runs one sequence: a draft answer and a spoken one take turns
+        self._busy = threading.Lock()
 
     @staticmethod
     def model_path(options, base_dir: Path | None) -> Path:
@@ -60,14 +63,18 @@ class LlamaCppLLM:
         return None
 
     def stream(self, messages: list[dict], params: GenerationParams) -> Iterator[str]:
-        chunks = self.llm.create_chat_completion(
-            messages=messages, stream=True, temperature=params.temperature, top_p=params.top_p,
-            max_tokens=params.max_tokens,
-        )
-        for chunk in chunks:
-            delta = chunk["choices"][0].get("delta", {}).get("content")
-            if delta:
-                yield delta
+        with self._busy:
+            chunks = self.llm.create_chat_completion(
+                messages=messages, stream=True, temperature=params.temperature, top_p=params.top_p,
+                max_tokens=params.max_tokens,
+            )
+            try:
+                for chunk in chunks:
+                    delta = chunk["choices"][0].get("delta", {}).get("content")
+                    if delta:
+                        yield delta
+            finally:
+                chunks.close()
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False))

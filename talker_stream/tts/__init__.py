@@ -40,7 +40,7 @@ def open_tts(settings, live: bool = False) -> TTSEngine:
             why = cls.check()
             if why:
                 raise EngineUnavailable(why)
-            options = getattr(tts, name, None)
+            options = tts.options(name)
             kwargs = {"threads": 1} if live and "threads" in inspect.signature(cls).parameters else {}
             engine = cls(options, base_dir=settings.base_dir, **kwargs)
         except EngineUnavailable as exc:

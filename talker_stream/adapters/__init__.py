@@ -1,0 +1,60 @@
+"""Chat platforms in: every adapter turns its platform's messages into ChatMessages.
+
+An adapter is a plugin (entry point group ``talker_stream.adapters``) enabled by name in
+``[chat] adapters`` and configured in ``[adapters.NAME]`` (its ``Options`` dataclass, checked
+like a sink's; tokens only through ``*_env`` settings naming environment variables).
+
+The contract, kept small so each platform's quirks stay inside its plugin:
+
+- ``run(on_message)`` blocks in a thread of its own (an adapter may run an asyncio loop
+  inside it) until ``stop()``; it calls ``on_message(ChatMessage)`` for every message,
+  reconnects by itself with backoff, and logs each state change once.
+  ``on_message`` never blocks: the core only enqueues.
+- ``reply(message, text)`` answers in the platform's chat where it allows it (rate limits
+  are the adapter's to respect); thread-safe; returns False when it cannot.
+- ``stop()`` makes ``run`` return soon (within a few seconds), from any thread.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Priority classes: a paid message is answered before a moderator's, before everyone else's.
+REGULAR, MODERATOR, PAID = 0, 1, 2
+
+
+@dataclass
+class ChatMessage:
+    """One audience message, whatever platform it came from."""
+
+    platform: str  # "twitch", "youtube", "bilibili", "discord", ...
+    channel: str  # where it was said (a Twitch channel, a Discord channel id...): memory and reply key
+    author: str  # display name, as shown on the caption ("NAME asks: ...")
+    text: str
+    author_id: str = ""  # stable id for rate limits; falls back to the name
+    paid: float = 0.0  # what the viewer paid with it, in the platform's unit (bits, CNY, USD...)
+    paid_label: str = ""  # how to say it: "500 bits", "¥30 Super Chat"
+    moderator: bool = False  # a moderator, the broadcaster or the server owner
+    received: float = field(default_factory=time.monotonic)
+    handle: Any = None  # whatever the adapter needs to reply to this message
+
+    @property
+    def priority(self) -> int:
+        return PAID if self.paid > 0 else MODERATOR if self.moderator else REGULAR
+
+    @property
+    def who(self) -> str:
+        """The rate-limit key: the same person on the same platform."""
+        return f"{self.platform}:{self.author_id or self.author.lower()}"
+
+
+class ChatAdapter(Protocol):
+    name: str
+
+    def run(self, on_message: Callable[[ChatMessage], None]) -> None: ...
+
+    def reply(self, message: ChatMessage, text: str) -> bool: ...
+
+    def stop(self) -> None: ...
