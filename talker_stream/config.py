@@ -159,6 +159,17 @@ class LiveSettings:
 
 
 @dataclass
+class ChatSettings:
+    adapters: list = opt([])  # names of chat adapter plugins, each configured in [adapters.NAME]
+    max_size: int = opt(100, 1, 100000)
+    max_age_seconds: float = opt(300.0, 5, 86400)
+    per_user: int = opt(2, 1, 1000)
+    per_user_seconds: float = opt(60.0, 1, 86400)
+    duplicate_threshold: float = opt(0.8, 0.3, 1.0)
+    reply_in_chat: bool = False  # for adapters whose own options have no reply_in_chat
+
+
+@dataclass
 class ServerSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -180,7 +191,9 @@ class Settings:
     llm: LLMSettings = field(default_factory=LLMSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    chat: ChatSettings = field(default_factory=ChatSettings)
     sinks: dict = field(default_factory=dict)  # [sinks.NAME] tables, checked against each plugin's Options
+    adapters: dict = field(default_factory=dict)  # [adapters.NAME] tables, likewise
     base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
 
     def path(self, value: str) -> Path:
@@ -239,8 +252,8 @@ def _build(cls: type, data: dict, where: list[str], text: str, src: str) -> Any:
             continue
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if typ is dict and key == "sinks" and not where:
-            kwargs[key] = value  # validated per plugin in _check_sinks, once plugins are known
+        if typ is dict and key in NAMED_PLUGINS and not where:
+            kwargs[key] = value  # validated per plugin in _check_named, once plugins are known
             continue
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise fail(key, f"must be {typ.__name__}, got {type(value).__name__} {value!r}")
@@ -281,7 +294,8 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
     settings = _build(Settings, data, [], text, src)
     settings.base_dir = base
     _check_engine_names(settings, text, src)
-    _check_sinks(settings, text, src)
+    for table in NAMED_PLUGINS:
+        _check_named(settings, table, text, src)
     for section in (settings.tts, settings.face):
         _check_plugin_tables(section, text, src)
     ex = settings.face.expression
@@ -310,31 +324,39 @@ def _check_engine_names(settings: Settings, text: str, src: str) -> None:
             )
 
 
-def _check_sinks(settings: Settings, text: str, src: str) -> None:
-    """Each [sinks.NAME] table is validated against that plugin's Options dataclass."""
+# Top-level tables of plugins chosen by name: table -> (registry kind, where the names are chosen).
+NAMED_PLUGINS = {"sinks": ("sink", "live"), "adapters": ("adapter", "chat")}
+
+
+def _check_named(settings: Settings, table: str, text: str, src: str) -> None:
+    """Each [sinks.NAME] / [adapters.NAME] table is validated against that plugin's Options
+    dataclass; every chosen plugin gets its options, the defaults when it has no table."""
     from . import registry
 
-    installed = registry.available("sink")
+    kind, section = NAMED_PLUGINS[table]
+    chosen = getattr(getattr(settings, section), table)
+    installed = registry.available(kind)
     checked = {}
-    for name in settings.live.sinks:
+    for name in chosen:
         if not isinstance(name, str) or name not in installed:
-            line = _line_of(text, ["live"], "sinks")
+            line = _line_of(text, [section], table)
             loc = f"{src}:{line}" if line else src
-            raise ConfigError(f"{loc}: live.sinks: no sink named {name!r}; installed: {', '.join(sorted(installed))}")
-    for name, table in settings.sinks.items():
+            raise ConfigError(f"{loc}: {section}.{table}: no {kind} named {name!r}; "
+                              f"installed: {', '.join(sorted(installed)) or 'none'}")
+    for name, options in getattr(settings, table).items():
         if name not in installed:
-            if name in settings.live.sinks:
-                raise ConfigError(f"{src}: sinks.{name}: the {name} sink plugin is not installed")
+            if name in chosen:
+                raise ConfigError(f"{src}: {table}.{name}: the {name} {kind} plugin is not installed")
             continue  # configured but unused and not installed: harmless
-        if not isinstance(table, dict):
-            raise ConfigError(f"{src}:{_line_of(text, ['sinks'], name)}: sinks.{name} must be a table")
-        options = getattr(registry.load("sink", name), "Options", None)
-        checked[name] = _build(options, table, ["sinks", name], text, src) if options else table
-    for name in settings.live.sinks:
+        if not isinstance(options, dict):
+            raise ConfigError(f"{src}:{_line_of(text, [table], name)}: {table}.{name} must be a table")
+        cls = _plugin_options(kind, name)
+        checked[name] = _build(cls, options, [table, name], text, src) if cls else options
+    for name in chosen:
         if name not in checked:
-            options = getattr(registry.load("sink", name), "Options", None)
-            checked[name] = options() if options else {}
-    settings.sinks = checked
+            cls = _plugin_options(kind, name)
+            checked[name] = cls() if cls else {}
+    setattr(settings, table, checked)
 
 
 def _plugin_options(kind: str, name: str) -> type | None:
@@ -366,7 +388,7 @@ def _check_plugin_tables(section: EngineTables, text: str, src: str) -> None:
 
 
 def plugin_defaults(kind: str) -> dict:
-    """Default options of every installed plugin engine of *kind* that has any."""
+    """Default options of every installed plugin of *kind* that has any (engines, sinks, adapters)."""
     from . import registry
 
     out = {}
@@ -375,18 +397,6 @@ def plugin_defaults(kind: str) -> dict:
             options = _plugin_options(kind, name)
         except Exception:  # noqa: BLE001 - an unimportable plugin has no defaults to show
             continue
-        if options is not None:
-            out[name] = defaults_as_dict(options())
-    return out
-
-
-def sink_defaults() -> dict:
-    """Default options of every installed sink plugin, as plain data."""
-    from . import registry
-
-    out = {}
-    for name in sorted(registry.available("sink")):
-        options = getattr(registry.load("sink", name), "Options", None)
         if options is not None:
             out[name] = defaults_as_dict(options())
     return out
@@ -403,7 +413,10 @@ def defaults_as_dict(obj: Any = None) -> dict:
         v = getattr(obj, f.name)
         out[f.name] = defaults_as_dict(v) if is_dataclass(v) else v
     if top:
-        out["sinks"] = sink_defaults()
+        for table, (kind, _section) in NAMED_PLUGINS.items():
+            out[table] = plugin_defaults(kind)
+            if not out[table]:
+                del out[table]  # no such plugin installed: config.toml has no table for it either
         out["tts"] |= plugin_defaults("tts")
         out["face"] |= plugin_defaults("face")
     return out

@@ -1,0 +1,303 @@
+"""The audience question queue: one fair line for every chat platform.
+
+A live stream can get a hundred messages a second and the avatar answers one question at a
+time, so most messages are never answered; the queue decides which are, in an order the
+audience can see is fair:
+
+- **priority** first (paid > moderator > regular), then the oldest. Paid amounts are not
+  compared: bits, yuan and dollars are different units, so paid questions are first come,
+  first served among themselves.
+- **near-duplicates merge** ("what's your name??" and "What is your name 😀"): the merged
+  question keeps the earliest time and the highest priority, counts its askers, and its
+  caption names the first one ("ana +3 asks: ..."). A repeat of a question answered a
+  moment ago is merged into that answer instead of being asked again.
+- **per-user rate limits** (``ChatMessage.who``): at most ``per_user`` questions per
+  ``per_user_seconds``. A paid message is never refused for that: the viewer paid for it.
+- **a maximum age**: a question older than that is dropped (and logged) instead of being
+  answered minutes after the conversation moved on.
+- **a size cap**: when full, the lowest-priority oldest question goes; a new question that
+  ranks below everything queued is the one refused. A paid question never goes before a
+  regular one.
+- **moderation** before anything is queued: refusals (blocklist, injection, empty) are
+  logged and counted, never answered aloud.
+
+Everything is bounded: the queue by its cap, the per-user state by pruning and a cap on
+users, the answered-recently memory by a short window and a ring.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+import threading
+import time
+import unicodedata
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .adapters import PAID, REGULAR, ChatMessage
+from .moderation import Moderator
+
+log = logging.getLogger(__name__)
+
+COMPARE_CHARS = 200  # near-duplicate checks look at this much of each question (difflib is quadratic)
+MAX_ASKERS_KEPT = 32  # who asked a merged question: the count goes on, the names stop here
+RECENT_SECONDS = 30.0  # a repeat of a question answered this recently is merged into that answer
+RECENT_KEPT = 16
+MAX_USERS_TRACKED = 20000  # per-user rate-limit state; the least recently seen go first
+
+_TOKEN = re.compile(r"[\u2e80-\u9fff\u3040-\u30ff\uac00-\ud7af\uf900-\ufaff]|[^\W_]+")
+_REPEATS = re.compile(r"([^\W\d_])\1+")  # stretched letters; digits stay as written
+
+
+def normalise(text: str) -> str:
+    """Text as a duplicate check sees it: case, width, accents of emphasis, punctuation,
+    emoji and stretched letters ("sooo coool!!!") folded away; CJK characters kept one by one."""
+    text = unicodedata.normalize("NFKC", text[: COMPARE_CHARS * 2]).casefold()
+    return " ".join(_REPEATS.sub(r"\1", t) for t in _TOKEN.findall(text))[:COMPARE_CHARS]
+
+
+def similarity(a: str, b: str, a_tokens: frozenset | None = None, b_tokens: frozenset | None = None) -> float:
+    """The higher of token-set Jaccard (word order, extra words) and difflib's ratio on the
+    normalised strings (contractions and typos: "whats" vs "what is")."""
+    if a == b:
+        return 1.0
+    ta = a_tokens if a_tokens is not None else frozenset(a.split())
+    tb = b_tokens if b_tokens is not None else frozenset(b.split())
+    jaccard = len(ta & tb) / len(ta | tb) if ta or tb else 0.0
+    return max(jaccard, _ratio(a, b, jaccard))
+
+
+def _ratio(a: str, b: str, floor: float) -> float:
+    m = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    if m.real_quick_ratio() <= floor or m.quick_ratio() <= floor:
+        return 0.0  # cannot beat what we already have: skip the quadratic part
+    return m.ratio()
+
+
+@dataclass
+class Queued:
+    """One question waiting (or taken): the first message that asked it and who joined in."""
+
+    message: ChatMessage  # the first asker's: the caption names them, a chat reply answers them
+    text: str  # the question as moderation cleaned it
+    key: str  # normalised, for duplicate checks
+    priority: int
+    received: float  # the earliest asker's time
+    seq: int
+    askers: int = 1
+    paid: float = 0.0  # the largest amount among the askers
+    paid_label: str = ""
+    who: set[str] = field(default_factory=set)  # asker keys (up to MAX_ASKERS_KEPT)
+    tokens: frozenset = frozenset()
+    taken_at: float | None = None  # when the answering loop took it
+
+    @property
+    def author(self) -> str:
+        return self.message.author
+
+    @property
+    def channel(self) -> str:
+        """The conversation's memory key: one memory per platform channel."""
+        return f"{self.message.platform}:{self.message.channel}"
+
+    @property
+    def label(self) -> str:
+        """The caption: ``NAME asks: ...``, ``NAME +3 asks: ...``, ``NAME (500 bits) asks: ...``."""
+        name = self.author or "Someone"
+        if self.askers > 1:
+            name += f" +{self.askers - 1}"
+        if self.paid_label:
+            name += f" ({self.paid_label})"
+        return f"{name} asks: {self.text}"
+
+    def rank(self) -> tuple:
+        """Smaller is answered sooner: priority, then age, then arrival order."""
+        return (-self.priority, self.received, self.seq)
+
+
+@dataclass
+class QueueStats:
+    accepted: int = 0
+    merged: int = 0
+    rate_limited: int = 0
+    expired: int = 0
+    dropped_full: int = 0
+    refused: int = 0
+    taken: int = 0
+
+
+class QuestionQueue:
+    """Thread-safe: adapters ``offer()`` from their own threads, the answering loop ``take()``s."""
+
+    def __init__(self, max_size: int = 100, max_age_seconds: float = 300.0, per_user: int = 2,
+                 per_user_seconds: float = 60.0, duplicate_threshold: float = 0.8,
+                 moderator: Moderator | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_size = max_size
+        self.max_age = max_age_seconds
+        self.per_user = per_user
+        self.per_user_seconds = per_user_seconds
+        self.threshold = duplicate_threshold
+        self.moderator = moderator or Moderator()
+        self.clock = clock
+        self.counts = QueueStats()
+        self._items: list[Queued] = []  # small (max_size): a list scan beats a heap with merges and evictions
+        self._recent: deque[Queued] = deque(maxlen=RECENT_KEPT)  # taken lately, for repeats
+        self._users: OrderedDict[str, deque[float]] = OrderedDict()  # who -> times of their recent questions
+        self._seq = 0
+        self._cond = threading.Condition()
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings) -> "QuestionQueue":
+        c, m = settings.chat, settings.moderation
+        return cls(c.max_size, c.max_age_seconds, c.per_user, c.per_user_seconds, c.duplicate_threshold,
+                   Moderator(list(m.blocklist), m.max_question_chars))
+
+    # -- in ----------------------------------------------------------------------------------
+    def offer(self, message: ChatMessage) -> str:
+        """Queue *message* as a question. Never blocks and never raises on bad input; returns
+        what happened: accepted, merged, rate_limited, expired, dropped_full or refused."""
+        try:
+            verdict = self.moderator.question(str(message.text or ""))
+            key = normalise(verdict.text) if verdict.ok else ""
+        except Exception as exc:  # noqa: BLE001 - one strange message must not reach the adapter's loop
+            verdict, key = None, ""
+            log.warning("question from %s could not be read: %s", _name(message), exc)
+        now = self.clock()
+        with self._cond:
+            if verdict is None or not verdict.ok or not key:
+                self.counts.refused += 1
+                log.info("refused %s's question (%s)", _name(message), verdict.reason if verdict and not verdict.ok
+                         else "no words")
+                return "refused"
+            self._expire(now)
+            if now - message.received > self.max_age:
+                self.counts.expired += 1
+                log.info("dropped %s's question: already %.0f s old", _name(message), now - message.received)
+                return "expired"
+            if message.priority < PAID and not self._allow(message.who, now):
+                self.counts.rate_limited += 1
+                return "rate_limited"
+            tokens = frozenset(key.split())
+            same = self._find_duplicate(key, tokens, now)
+            if same is not None:
+                self._merge(same, message)
+                self.counts.merged += 1
+                return "merged"
+            self._seq += 1
+            item = Queued(message, verdict.text, key, message.priority, min(message.received, now), self._seq,
+                          paid=message.paid, paid_label=message.paid_label, who={message.who}, tokens=tokens)
+            if len(self._items) >= self.max_size:
+                victim = max(self._items, key=lambda q: (-q.priority, -q.received, -q.seq))  # lowest, then oldest
+                if victim.priority > item.priority:
+                    self.counts.dropped_full += 1
+                    log.info("queue full: dropped %s's question", _name(message))
+                    return "dropped_full"
+                self._items.remove(victim)
+                self.counts.dropped_full += 1
+                log.info("queue full: dropped %s's question to make room", victim.author or "?")
+            self._items.append(item)
+            self.counts.accepted += 1
+            self._cond.notify()
+            return "accepted"
+
+    def _allow(self, who: str, now: float) -> bool:
+        self._prune_users(now)
+        times = self._users.pop(who, None) or deque(maxlen=self.per_user)
+        self._users[who] = times  # most recently seen last
+        while times and now - times[0] >= self.per_user_seconds:
+            times.popleft()
+        if len(times) >= self.per_user:
+            return False
+        times.append(now)
+        return True
+
+    def _prune_users(self, now: float) -> None:
+        """Forget users quiet for a whole window, and the least recently seen past the cap."""
+        while self._users:
+            times = next(iter(self._users.values()))
+            if len(self._users) < MAX_USERS_TRACKED and times and now - times[-1] < self.per_user_seconds:
+                break
+            self._users.popitem(last=False)
+
+    def _find_duplicate(self, key: str, tokens: frozenset, now: float) -> Queued | None:
+        best, best_sim = None, self.threshold
+        recent = [q for q in self._recent if q.taken_at is not None and now - q.taken_at <= RECENT_SECONDS]
+        for q in (*self._items, *recent):
+            if not q.tokens & tokens:
+                continue  # not a word in common: not the same question (and no difflib to pay for)
+            s = similarity(key, q.key, tokens, q.tokens)
+            if s >= best_sim:
+                best, best_sim = q, s
+        return best
+
+    def _merge(self, q: Queued, message: ChatMessage) -> None:
+        if message.who in q.who:
+            return  # the same person again: not another asker
+        q.askers += 1
+        if len(q.who) < MAX_ASKERS_KEPT:
+            q.who.add(message.who)
+        q.priority = max(q.priority, message.priority)
+        q.received = min(q.received, message.received)
+        if message.paid > q.paid:
+            q.paid, q.paid_label = message.paid, message.paid_label
+
+    # -- out ---------------------------------------------------------------------------------
+    def take(self, timeout: float | None = None) -> Queued | None:
+        """The next question to answer, waiting up to *timeout* seconds (None: until one
+        comes or the queue is closed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                self._expire(self.clock())
+                if self._items:
+                    item = min(self._items, key=Queued.rank)
+                    self._items.remove(item)
+                    self.counts.taken += 1
+                    item.taken_at = self.clock()  # repeats asked while it is answered merge into it
+                    self._recent.append(item)
+                    return item
+                if self._closed:
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left if left is not None else 1.0)
+
+    def _expire(self, now: float) -> None:
+        old = [q for q in self._items if now - q.received > self.max_age]
+        for q in old:
+            self._items.remove(q)
+            self.counts.expired += 1
+            log.info("dropped %s's question after %.0f s unanswered: %.60s", q.author or "?", now - q.received, q.text)
+
+    def close(self) -> None:
+        """Wake every waiting take(): it returns None once the queue is empty."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def snapshot(self) -> list[Queued]:
+        """The queued questions in the order they would be answered."""
+        with self._cond:
+            return sorted(self._items, key=Queued.rank)
+
+    def stats(self) -> dict:
+        with self._cond:
+            c = self.counts
+            return {"queued": len(self._items), "accepted": c.accepted, "merged": c.merged,
+                    "rate_limited": c.rate_limited, "expired": c.expired, "dropped_full": c.dropped_full,
+                    "refused": c.refused, "taken": c.taken, "users_tracked": len(self._users)}
+
+
+def _name(message: ChatMessage) -> str:
+    return f"{getattr(message, 'platform', '?')}:{str(getattr(message, 'author', '?'))[:40]}"
+
+
+__all__ = ["QuestionQueue", "Queued", "normalise", "similarity", "REGULAR", "PAID"]
