@@ -110,7 +110,14 @@ def cmd_live(args) -> int:
     import time
 
     settings = _settings(args)
+    brain = _audience_parts(settings)  # a missing model or a bad adapter setting fails before the avatar starts
     avatar, server = _start_live(settings)
+    audience = None
+    if brain is not None:
+        from .audience import Audience
+
+        audience = Audience.from_settings(settings, avatar, *brain).start()
+        print(f"answering chat from: {', '.join(settings.chat.adapters)}", file=sys.stderr)
     for line in args.say or []:
         avatar.say(line)
 
@@ -140,9 +147,24 @@ def cmd_live(args) -> int:
     finally:
         if tty:
             print(file=sys.stderr)
+        if audience is not None:
+            audience.stop()
         _stop_live(avatar, server)
     print(avatar.status_line())
     return 0
+
+
+def _audience_parts(settings):
+    """(conversation, adapters) when [chat] adapters names any, else None; the model is warm."""
+    if not settings.chat.adapters:
+        return None
+    from .audience import create_adapters
+    from .conversation import open_conversation
+
+    conversation = open_conversation(settings)
+    adapters = create_adapters(settings)
+    conversation.warm_up()
+    return conversation, adapters
 
 
 def cmd_chat(args) -> int:

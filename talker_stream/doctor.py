@@ -23,8 +23,9 @@ def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
     roles = {("tts", settings.tts.engine): "selected", ("tts", settings.tts.fallback): "fallback",
              ("face", settings.face.engine): "selected", ("llm", settings.llm.engine): "selected"}
     roles.update({("sink", name): "selected" for name in settings.live.sinks})
+    roles.update({("adapter", name): "selected" for name in settings.chat.adapters})
     chosen = {"tts": {settings.tts.engine, settings.tts.fallback} - {""}, "face": {settings.face.engine},
-              "llm": {settings.llm.engine}, "sink": set(settings.live.sinks)}
+              "llm": {settings.llm.engine}, "sink": set(settings.live.sinks), "adapter": set(settings.chat.adapters)}
     for kind in ("tts", "face", "llm", "sink", "adapter"):
         for name, ep in sorted(registry.available(kind).items()):
             role = roles.get((kind, name), "")

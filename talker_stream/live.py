@@ -24,6 +24,7 @@ import numpy as np
 
 from .clock import MediaClock
 from .config import Settings
+from .face import hears_speech, render_frame
 from .face.expression import Expression
 from .portrait import load_portrait
 from .sinks import OutFrame, SinkRunner
@@ -60,7 +61,8 @@ class LiveAvatar:
         self.engine = engine or face_engine(settings)
         self.avatar = self.engine.prepare(self.portrait, source=str(path))
         self.speaker = Speaker(tts or open_tts(settings, live=True), self.clock)
-        self.timeline = Timeline(self.clock, Expression(settings.face.expression))
+        listener = self.engine if hears_speech(self.engine) else None
+        self.timeline = Timeline(self.clock, Expression(settings.face.expression), listener=listener)
         self.runners = [SinkRunner(s) for s in sinks]
         self.max_ahead_frames = int(settings.live.max_ahead_seconds * float(self.clock.fps))
 
@@ -81,6 +83,7 @@ class LiveAvatar:
         self._question = ""
         self._speaking_utterance: int | None = None
         self.started_at = 0.0
+        self.reporters: dict[str, object] = {}  # name -> more numbers: .stats() and .status() (the chat queue)
 
     # -- control ---------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -239,7 +242,7 @@ class LiveAvatar:
                 out_image = None  # behind: hold the last picture, keep the audio flowing
                 self.dropped += 1
             else:
-                image = self.engine.render(self.avatar, plan.params, out=image.copy())
+                image = render_frame(self.engine, self.avatar, plan.params, image.copy(), plan.index, realtime=True)
                 out_image = image
                 self.rendered += 1
             if plan.finished is not None:
@@ -294,11 +297,13 @@ class LiveAvatar:
             "tts_errors": self.tts_errors,
             "uptime_s": round(now - self.started_at, 1) if self.started_at else 0.0,
             "sinks": [r.stats() for r in self.runners],
+            **{name: r.stats() for name, r in list(self.reporters.items())},
         }
 
     def status_line(self) -> str:
         s = self.stats()
         lat = f"{s['latency_ms']} ms" if s["latency_ms"] is not None else "-"
         sinks = " ".join(f"{x['name']}:{x['fps']:.0f}fps/{x['dropped']}d" for x in s["sinks"])
+        more = "".join(f"  {r.status()}" for r in list(self.reporters.values()))
         return (f"{s['fps']:5.1f}/{s['target_fps']:.0f} fps  dropped {s['dropped']}  queue {s['queue_utterances']} "
-                f"({s['queued_seconds']:.1f} s)  latency {lat}  {sinks}")
+                f"({s['queued_seconds']:.1f} s)  latency {lat}  {sinks}{more}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import re
 import threading
 import time
@@ -35,6 +36,7 @@ import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .adapters import PAID, REGULAR, ChatMessage
 from .moderation import Moderator
@@ -92,6 +94,7 @@ class Queued:
     who: set[str] = field(default_factory=set)  # asker keys (up to MAX_ASKERS_KEPT)
     tokens: frozenset = frozenset()
     taken_at: float | None = None  # when the answering loop took it
+    source: Any = None  # the adapter that delivered the first message (to reply through)
 
     @property
     def author(self) -> str:
@@ -156,16 +159,18 @@ class QuestionQueue:
                    Moderator(list(m.blocklist), m.max_question_chars))
 
     # -- in ----------------------------------------------------------------------------------
-    def offer(self, message: ChatMessage) -> str:
-        """Queue *message* as a question. Never blocks and never raises on bad input; returns
-        what happened: accepted, merged, rate_limited, expired, dropped_full or refused."""
+    def offer(self, message: ChatMessage, source: Any = None) -> str:
+        """Queue *message* (from adapter *source*) as a question. Never blocks and never raises
+        on bad input; returns what happened: accepted, merged, rate_limited, expired,
+        dropped_full or refused."""
+        now = self.clock()
         try:
-            verdict = self.moderator.question(str(message.text or ""))
+            message = _sane(message, now)
+            verdict = self.moderator.question(message.text)
             key = normalise(verdict.text) if verdict.ok else ""
         except Exception as exc:  # noqa: BLE001 - one strange message must not reach the adapter's loop
             verdict, key = None, ""
-            log.warning("question from %s could not be read: %s", _name(message), exc)
-        now = self.clock()
+            log.warning("a message from %s could not be read: %s", _name(message), exc)
         with self._cond:
             if verdict is None or not verdict.ok or not key:
                 self.counts.refused += 1
@@ -188,7 +193,7 @@ class QuestionQueue:
                 return "merged"
             self._seq += 1
             item = Queued(message, verdict.text, key, message.priority, min(message.received, now), self._seq,
-                          paid=message.paid, paid_label=message.paid_label, who={message.who}, tokens=tokens)
+                          paid=message.paid, paid_label=message.paid_label, who={message.who}, tokens=tokens, source=source)
             if len(self._items) >= self.max_size:
                 victim = max(self._items, key=lambda q: (-q.priority, -q.received, -q.seq))  # lowest, then oldest
                 if victim.priority > item.priority:
@@ -294,6 +299,18 @@ class QuestionQueue:
             return {"queued": len(self._items), "accepted": c.accepted, "merged": c.merged,
                     "rate_limited": c.rate_limited, "expired": c.expired, "dropped_full": c.dropped_full,
                     "refused": c.refused, "taken": c.taken, "users_tracked": len(self._users)}
+
+
+def _sane(m: ChatMessage, now: float) -> ChatMessage:
+    """A copy with every field of the promised type and size: an adapter's bug (or a
+    platform's oddity) stops here. Names lose line breaks: they go on the caption."""
+    def line(value, cap: int) -> str:
+        return " ".join(str(value or "").split())[:cap]
+
+    paid, received = float(m.paid or 0), float(m.received)
+    return ChatMessage(line(m.platform, 40), line(m.channel, 200), line(m.author, 60), str(m.text or ""),
+                       line(m.author_id, 200), paid if math.isfinite(paid) else 0.0, line(m.paid_label, 60),
+                       bool(m.moderator), received if math.isfinite(received) and received <= now else now, m.handle)
 
 
 def _name(message: ChatMessage) -> str:

@@ -1,0 +1,245 @@
+"""The audience: chat platforms in, one fair queue, one voice answering.
+
+    adapters (a thread each) ─► QuestionQueue ─► answering loop ─► Conversation ─► LiveAvatar.say
+         ▲                                           │
+         └──────────── reply in chat (optional) ◄────┘ once the answer has been heard
+
+Adapters only enqueue: a flood costs a queue operation per message, never a model call.
+The answering loop takes the next question only when the avatar has finished the previous
+answer, so a paid question that arrives while the avatar is talking is the very next one
+asked, and nothing queues up inside the avatar where priorities no longer apply. An
+adapter that raises (or returns while it should run) is restarted with backoff; the others
+keep going.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from . import registry
+from .conversation import Conversation, Question
+from .errors import EngineUnavailable
+from .questions import QuestionQueue, Queued
+from .text import _TAG
+from .timeline import Spoken
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 60.0
+HEALTHY_S = 60.0  # an adapter that ran this long before failing starts its backoff afresh
+MAX_ANSWER_S = 300.0  # an answer never reported heard (a stuck sink?) must not stop the audience
+REPLIES_WAITING = 32  # chat replies waiting for a slow platform; beyond, they are dropped (logged)
+
+
+def create_adapters(settings) -> list:
+    """The adapters named in [chat] adapters, each built with its [adapters.NAME] options.
+
+    An adapter class is called as ``cls(options, **extra)``, where *extra* holds whichever of
+    ``base_dir``, ``reply_in_chat`` (the [chat] default) and ``settings`` its constructor
+    accepts (a voice adapter needs [asr] and [tts])."""
+    adapters = []
+    for name in settings.chat.adapters:
+        cls = registry.load("adapter", name)
+        why = cls.check() if hasattr(cls, "check") else None
+        if why:
+            raise EngineUnavailable(f"chat adapter {name} cannot run here: {why}")
+        options = settings.adapters.get(name)
+        extra = _accepted(cls, base_dir=settings.base_dir, reply_in_chat=settings.chat.reply_in_chat,
+                          settings=settings)
+        adapter = cls(options or None, **extra)
+        adapter.name = getattr(adapter, "name", None) or name
+        adapters.append(adapter)
+    return adapters
+
+
+def _accepted(cls: type, **offered: Any) -> dict:
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return offered
+    names = {p.name for p in params}
+    return {k: v for k, v in offered.items() if k in names}
+
+
+class Audience:
+    """Runs the adapters and answers their questions through *avatar*, one at a time."""
+
+    def __init__(self, avatar, conversation: Conversation, adapters: list, questions: QuestionQueue,
+                 reply_in_chat: bool = False, max_answer_seconds: float = MAX_ANSWER_S) -> None:
+        self.avatar = avatar
+        self.conversation = conversation
+        self.adapters = list(adapters)
+        self.questions = questions
+        self.max_answer_seconds = max_answer_seconds
+        # [chat] reply_in_chat, or the adapter's own reply_in_chat option, turns chat replies on
+        self.replying = {id(a): reply_in_chat or bool(getattr(getattr(a, "options", None), "reply_in_chat", False))
+                         for a in self.adapters}
+        self.answered = 0
+        self.unheard = 0  # taken, but nothing of the answer was heard (interrupted, avatar full)
+        self.chat_replies = 0
+        self.chat_replies_failed = 0
+        self.errors = 0
+        self.restarts = {a.name: 0 for a in self.adapters}
+        self.asked: list[Queued] = []  # the last questions taken, oldest first (bounded; tests and status)
+        self._replies: queue.Queue[tuple[Any, Any, str]] = queue.Queue(maxsize=REPLIES_WAITING)
+        self._running = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def from_settings(cls, settings, avatar, conversation: Conversation, adapters: list | None = None) -> "Audience":
+        adapters = create_adapters(settings) if adapters is None else adapters
+        return cls(avatar, conversation, adapters, QuestionQueue.from_settings(settings), settings.chat.reply_in_chat)
+
+    # -- life --------------------------------------------------------------------------------
+    def start(self) -> "Audience":
+        self._running.set()
+        self._spawn(self._answer_loop, "audience-answers")
+        self._spawn(self._reply_loop, "audience-replies")
+        for a in self.adapters:
+            self._spawn(lambda a=a: self._keep_running(a), f"adapter-{a.name}")
+        if hasattr(self.avatar, "reporters"):
+            self.avatar.reporters["chat"] = self
+        return self
+
+    def _spawn(self, target, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._running.clear()
+        self._stopping.set()
+        for a in self.adapters:
+            try:
+                a.stop()
+            except Exception as exc:  # noqa: BLE001 - stop the others anyway
+                log.warning("chat adapter %s did not stop cleanly: %s", a.name, exc)
+        self.questions.close()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if getattr(self.avatar, "reporters", {}).get("chat") is self:
+            del self.avatar.reporters["chat"]
+
+    def __enter__(self) -> "Audience":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- adapters ----------------------------------------------------------------------------
+    def _keep_running(self, adapter) -> None:
+        delay = BACKOFF_FIRST_S
+
+        def on_message(message) -> None:  # the adapter's thread: enqueue and return
+            try:
+                self.questions.offer(message, source=adapter)
+            except Exception as exc:  # noqa: BLE001 - never into the adapter's loop
+                log.warning("chat adapter %s: a message could not be queued: %s", adapter.name, exc)
+
+        while self._running.is_set():
+            started = time.monotonic()
+            try:
+                adapter.run(on_message)
+                if not self._running.is_set():
+                    return
+                why = "stopped by itself"
+            except Exception as exc:  # noqa: BLE001 - restart it; the other platforms go on
+                why = f"failed: {type(exc).__name__}: {exc}"
+            if time.monotonic() - started > HEALTHY_S:
+                delay = BACKOFF_FIRST_S
+            self.restarts[adapter.name] += 1
+            log.warning("chat adapter %s %s; restarting in %.0f s", adapter.name, why, delay)
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    # -- answering ---------------------------------------------------------------------------
+    def _answer_loop(self) -> None:
+        while self._running.is_set():
+            item = self.questions.take(timeout=0.5)
+            if item is None:
+                continue
+            try:
+                self.answer(item)
+            except Exception as exc:  # noqa: BLE001 - one bad question must not end the show
+                self.errors += 1
+                log.warning("could not answer %s: %s", item.author or "?", exc)
+
+    def answer(self, item: Queued) -> Spoken | None:
+        """Ask the conversation, say the reply under the asker's name, wait until it has been
+        heard, write memory, and queue the chat reply. Returns what was heard."""
+        self.asked.append(item)
+        del self.asked[:-50]
+        reply = self.conversation.reply(Question(item.text, item.author, item.channel))
+        done = threading.Event()
+        heard: list[Spoken] = []
+
+        def finished(spoken: Spoken) -> None:
+            heard.append(spoken)
+            done.set()
+
+        try:
+            self.avatar.say(reply, question=item.label, on_done=finished)
+        except queue.Full:
+            log.warning("the avatar has too much to say already; %s's question is dropped", item.author)
+            self.unheard += 1
+            self._stopping.wait(1.0)
+            return None
+        deadline = time.monotonic() + self.max_answer_seconds
+        while not done.wait(0.2):
+            if not self._running.is_set():
+                return None
+            if time.monotonic() > deadline:
+                log.warning("no answer to %s was heard within %.0f s; going on", item.author, self.max_answer_seconds)
+                self.avatar.interrupt()
+                break
+        spoken = heard[0] if heard else Spoken(None, [])
+        reply.heard(spoken.text)
+        text = " ".join(_TAG.sub("", spoken.text).split())
+        if not text:
+            self.unheard += 1
+            return spoken
+        self.answered += 1
+        if item.source is not None and self.replying.get(id(item.source)):
+            try:
+                self._replies.put_nowait((item.source, item.message, text))
+            except queue.Full:
+                self.chat_replies_failed += 1
+                log.warning("chat reply to %s dropped: %d replies already wait", item.author, REPLIES_WAITING)
+        return spoken
+
+    def _reply_loop(self) -> None:
+        """Chat replies on their own thread: a platform's rate limit never holds the voice."""
+        while self._running.is_set():
+            try:
+                adapter, message, text = self._replies.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                ok = adapter.reply(message, text)
+            except Exception as exc:  # noqa: BLE001 - a failed reply is only logged
+                ok = False
+                log.warning("chat adapter %s could not reply: %s", adapter.name, exc)
+            if ok:
+                self.chat_replies += 1
+            else:
+                self.chat_replies_failed += 1
+
+    # -- numbers -----------------------------------------------------------------------------
+    def stats(self) -> dict:
+        return {**self.questions.stats(), "answered": self.answered, "unheard": self.unheard,
+                "chat_replies": self.chat_replies, "chat_replies_failed": self.chat_replies_failed,
+                "errors": self.errors, "adapters": {a.name: {"restarts": self.restarts[a.name]} for a in self.adapters}}
+
+    def status(self) -> str:
+        s = self.stats()
+        return (f"chat {s['queued']} waiting, {s['answered']} answered, {s['merged']} merged, "
+                f"{s['rate_limited']} limited, {s['expired'] + s['dropped_full']} dropped, {s['refused']} refused")
