@@ -1,0 +1,312 @@
+"""YouTube Live chat adapter against a local fake of the YouTube Data API v3.
+
+What is fake: only Google's API server (``FakeYouTube``: the videos, liveBroadcasts and
+liveChat/messages endpoints, answering JSON shaped like the API reference's
+liveChatMessageListResponse / liveChatMessage resources and its error bodies). Where the
+real code begins: ``YouTubeAdapter.run`` itself, with its aiohttp client, polling loop,
+error policy and message mapping, pointed at the fake through ``base_url``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+from adapter_harness import AioServer, Running, wait_until
+from aiohttp import web
+
+pytest.importorskip("talker_stream_youtube")
+from talker_stream.adapters import MODERATOR, PAID, REGULAR  # noqa: E402
+from talker_stream_youtube import YouTubeAdapter, YouTubeOptions  # noqa: E402
+
+KEY = "AIzaTEST-youtube-key-0123456789"
+TOKEN = "ya29.TEST-oauth-token-0123456789"
+
+
+def text_item(n: int, name: str, text: str, **author) -> dict:
+    return {"kind": "youtube#liveChatMessage", "etag": f"e{n}", "id": f"m{n}",
+            "snippet": {"type": "textMessageEvent", "liveChatId": "chat-1", "authorChannelId": f"UC{name}",
+                        "publishedAt": "2024-05-01T12:00:00.000Z", "hasDisplayContent": True,
+                        "displayMessage": text, "textMessageDetails": {"messageText": text}},
+            "authorDetails": {"channelId": f"UC{name}", "channelUrl": f"http://www.youtube.com/channel/UC{name}",
+                              "displayName": name, "profileImageUrl": "https://yt3.ggpht.com/x.jpg",
+                              "isVerified": False, "isChatOwner": False, "isChatSponsor": False,
+                              "isChatModerator": False, **author}}
+
+
+def paid_item(n: int, name: str, kind: str, details: dict) -> dict:
+    item = text_item(n, name, "")
+    snippet = item["snippet"]
+    del snippet["textMessageDetails"]
+    snippet["type"] = kind
+    snippet[{"superChatEvent": "superChatDetails", "superStickerEvent": "superStickerDetails",
+             "memberMilestoneChatEvent": "memberMilestoneChatDetails"}[kind]] = details
+    return item
+
+
+def api_error(status: int, reason: str, message: str, domain: str = "youtube.liveChat") -> web.Response:
+    return web.json_response({"error": {"code": status, "message": message,
+                                        "errors": [{"message": message, "domain": domain, "reason": reason}]}},
+                             status=status)
+
+
+class FakeYouTube:
+    """Stands in for https://www.googleapis.com/youtube/v3 only."""
+
+    def __init__(self, interval_ms: int = 100) -> None:
+        self.interval_ms = interval_ms
+        self.chats: dict[str, list] = {"chat-1": []}
+        self.live_chat = "chat-1"  # the video's activeLiveChatId; "" = not live
+        self.ended: set[str] = set()
+        self.quota_errors = 0  # answer this many list calls with quotaExceeded
+        self.polls: list[tuple[float, str, str]] = []  # (time, chat, pageToken)
+        self.tokens_sent: list[str] = []  # nextPageToken values handed out
+        self.quota_times: list[float] = []
+        self.posts: list[tuple[str, dict]] = []
+        self.credentials: list[str] = []
+        self.lock = threading.Lock()
+        app = web.Application()
+        app.router.add_get("/youtube/v3/videos", self.videos)
+        app.router.add_get("/youtube/v3/liveBroadcasts", self.broadcasts)
+        app.router.add_get("/youtube/v3/liveChat/messages", self.messages)
+        app.router.add_post("/youtube/v3/liveChat/messages", self.insert)
+        self.server = AioServer(app)
+
+    def add(self, *items: dict, chat: str = "chat-1") -> None:
+        with self.lock:
+            self.chats.setdefault(chat, []).extend(items)
+
+    def _auth(self, request: web.Request) -> str:
+        cred = request.headers.get("X-Goog-Api-Key") or request.headers.get("Authorization", "")
+        self.credentials.append(cred)
+        return cred
+
+    async def videos(self, request: web.Request) -> web.Response:
+        self._auth(request)
+        details = {"actualStartTime": "2024-05-01T11:00:00Z", "concurrentViewers": "42"}
+        if self.live_chat:
+            details["activeLiveChatId"] = self.live_chat
+        return web.json_response({"kind": "youtube#videoListResponse", "etag": "v",
+                                  "items": [{"kind": "youtube#video", "etag": "x", "id": request.query["id"],
+                                             "liveStreamingDetails": details}],
+                                  "pageInfo": {"totalResults": 1, "resultsPerPage": 1}})
+
+    async def broadcasts(self, request: web.Request) -> web.Response:
+        if not self._auth(request).startswith("Bearer "):
+            return api_error(401, "authError", "Login Required", "global")
+        return web.json_response({"kind": "youtube#liveBroadcastListResponse",
+                                  "items": [{"kind": "youtube#liveBroadcast", "id": "b1",
+                                             "snippet": {"title": "t", "liveChatId": self.live_chat}}]})
+
+    async def messages(self, request: web.Request) -> web.Response:
+        self._auth(request)
+        chat, page = request.query.get("liveChatId", ""), request.query.get("pageToken", "")
+        assert request.query.get("part") == "snippet,authorDetails"
+        self.polls.append((time.monotonic(), chat, page))
+        if self.quota_errors > 0:
+            self.quota_errors -= 1
+            self.quota_times.append(time.monotonic())
+            return api_error(403, "quotaExceeded", "The request cannot be completed because you have exceeded "
+                                                   "your quota.", "youtube.quota")
+        if chat in self.ended or chat not in self.chats:
+            return api_error(404, "liveChatNotFound", "The live chat that you are trying to retrieve cannot be found.")
+        with self.lock:
+            log = self.chats[chat]
+            start = int(page.removeprefix("tok")) if page else 0
+            items = log[start:]
+            token = f"tok{len(log)}"
+        self.tokens_sent.append(token)
+        return web.json_response({"kind": "youtube#liveChatMessageListResponse", "etag": "p",
+                                  "nextPageToken": token, "pollingIntervalMillis": self.interval_ms,
+                                  "pageInfo": {"totalResults": len(items), "resultsPerPage": len(items)},
+                                  "items": items})
+
+    async def insert(self, request: web.Request) -> web.Response:
+        cred = self._auth(request)
+        if not cred.startswith("Bearer "):
+            return api_error(401, "authError", "Login Required", "global")
+        body = await request.json()
+        self.posts.append((cred, body))
+        snippet = body["snippet"]
+        n = 9000 + len(self.posts)
+        echo = text_item(n, "talker-bot", snippet["textMessageDetails"]["messageText"])
+        echo["snippet"]["authorChannelId"] = echo["authorDetails"]["channelId"] = "UCbot"
+        self.add(echo, chat=snippet["liveChatId"])  # YouTube shows our reply in the chat we read
+        return web.json_response(echo)
+
+
+@pytest.fixture
+def youtube():
+    fake = FakeYouTube()
+    with fake.server:
+        yield fake
+
+
+def options(fake: FakeYouTube, **kw) -> YouTubeOptions:
+    base = dict(video_id="VIDEO1", api_key_env="TEST_YT_KEY", oauth_token_env="TEST_YT_TOKEN",
+                base_url=f"{fake.server.url}/youtube/v3", min_poll_seconds=0.0, rejoin_seconds=0.2, timeout=5.0)
+    return YouTubeOptions(**(base | kw))
+
+
+@pytest.fixture(autouse=True)
+def key(monkeypatch):
+    monkeypatch.setenv("TEST_YT_KEY", KEY)
+    monkeypatch.delenv("TEST_YT_TOKEN", raising=False)
+
+
+def test_messages_map_to_chat_messages_and_backlog_is_skipped(youtube, caplog):
+    caplog.set_level(logging.DEBUG)
+    youtube.add(text_item(1, "early", "said before we started"), text_item(2, "early2", "also old"))
+    with Running(YouTubeAdapter(options(youtube))) as run:
+        wait_until(lambda: len(youtube.polls) >= 2, what="a second poll")
+        youtube.add(
+            text_item(3, "Ann", "what is   your name?"),
+            paid_item(4, "Bob", "superChatEvent", {"amountMicros": "5000000", "currency": "USD",
+                                                   "amountDisplayString": "$5.00", "userComment": "Do you dream?",
+                                                   "tier": 2}),
+            paid_item(5, "Cid", "superStickerEvent", {"superStickerMetadata": {"stickerId": "s1",
+                                                                               "altText": "Corgi dancing",
+                                                                               "language": "en"},
+                                                      "amountMicros": "2000000", "currency": "EUR",
+                                                      "amountDisplayString": "€2.00", "tier": 1}),
+            paid_item(6, "Dee", "superChatEvent", {"amountMicros": "1000000", "currency": "USD",
+                                                   "amountDisplayString": "$1.00", "tier": 1}),  # no words
+            paid_item(7, "Eve", "memberMilestoneChatEvent", {"memberLevelName": "Fan", "memberMonth": 12,
+                                                             "userComment": "a year already!"}),
+            {"kind": "youtube#liveChatMessage", "id": "m8", "snippet": {"type": "messageDeletedEvent",
+                                                                        "messageDeletedDetails": {}}},
+            "junk", {"id": 5}, {"id": "m9", "snippet": "no", "authorDetails": 3},
+            {"id": "m10", "snippet": {"type": "textMessageEvent", "textMessageDetails": {"messageText": 7}}},
+            text_item(11, "Mo", "mods first?", isChatModerator=True),
+            text_item(12, "Owner", "hello chat", isChatOwner=True),
+            text_item(3, "Ann", "what is   your name?"),  # the same message id again: dropped
+        )
+        got = run.take(6)
+    ann, bob, cid, eve, mo, owner = got
+    assert (ann.platform, ann.channel, ann.author, ann.author_id, ann.text) == (
+        "youtube", "chat-1", "Ann", "UCAnn", "what is your name?")
+    assert ann.priority == REGULAR and ann.handle == "m3"
+    assert (bob.text, bob.paid, bob.paid_label, bob.priority) == ("Do you dream?", 5.0, "$5.00 Super Chat", PAID)
+    assert (cid.text, cid.paid, cid.paid_label) == ("Corgi dancing", 2.0, "€2.00 Super Sticker")
+    assert (eve.text, eve.paid, eve.paid_label, eve.priority) == ("a year already!", 0.0, "member for 12 months",
+                                                                  REGULAR)
+    assert mo.moderator and mo.priority == MODERATOR
+    assert owner.moderator and owner.priority == MODERATOR
+    assert run.inbox.empty()
+    assert all(c == KEY for c in youtube.credentials)
+    assert KEY not in caplog.text
+
+
+def test_polling_interval_and_page_tokens_are_honoured(youtube):
+    youtube.interval_ms = 300
+    with Running(YouTubeAdapter(options(youtube))):
+        wait_until(lambda: len(youtube.polls) >= 6, what="six polls")
+    polls = [p for p in youtube.polls if p[1] == "chat-1"]
+    gaps = [b[0] - a[0] for a, b in zip(polls, polls[1:])]
+    assert min(gaps) >= 0.27, gaps  # never sooner than the server asked (a loaded machine only adds delay)
+    assert polls[0][2] == ""  # the first call has no page token ...
+    assert [p[2] for p in polls[1:]] == youtube.tokens_sent[: len(polls) - 1]  # ... then each follows the last
+
+    youtube.polls.clear()
+    with Running(YouTubeAdapter(options(youtube, min_poll_seconds=0.5))):  # our floor beats a shorter interval
+        youtube.interval_ms = 50
+        wait_until(lambda: len(youtube.polls) >= 4, what="four polls")
+    gaps = [b[0] - a[0] for a, b in zip(youtube.polls, youtube.polls[1:])]
+    assert min(gaps) >= 0.45, gaps
+
+
+def test_quota_exhausted_backs_off_and_logs_once(youtube, caplog):
+    caplog.set_level(logging.INFO)
+    youtube.quota_errors = 3
+    with Running(YouTubeAdapter(options(youtube, quota_backoff_seconds=0.4, skip_backlog=False))) as run:
+        youtube.add(text_item(1, "Ann", "still there?"))
+        assert run.take(1)[0].text == "still there?"
+    gaps = [b - a for a, b in zip(youtube.quota_times, youtube.quota_times[1:])]
+    assert len(youtube.quota_times) == 3 and min(gaps) >= 0.38, gaps
+    assert caplog.text.count("quota exhausted") == 1
+    assert "answers again after the quota pause" in caplog.text
+
+
+def test_chat_end_finds_the_next_broadcast(youtube, caplog):
+    caplog.set_level(logging.INFO)
+    with Running(YouTubeAdapter(options(youtube))) as run:
+        wait_until(lambda: len(youtube.polls) >= 1, what="a poll")
+        youtube.add(text_item(1, "Ann", "first stream"))
+        assert run.take(1)[0].channel == "chat-1"
+        youtube.live_chat = ""  # the broadcast ends: the chat is gone, the video is not live any more
+        youtube.ended.add("chat-1")
+        wait_until(lambda: "live chat ended" in caplog.text, what="the end to be noticed")
+        wait_until(lambda: "waiting for a live broadcast" in caplog.text, what="the wait for a new broadcast")
+        youtube.chats["chat-2"] = []
+        youtube.live_chat = "chat-2"
+        wait_until(lambda: any(p[1] == "chat-2" for p in youtube.polls), what="polling the new chat")
+        youtube.add(text_item(2, "Bob", "second stream"), chat="chat-2")
+        got = run.take(1)[0]
+    assert (got.text, got.channel) == ("second stream", "chat-2")
+
+
+def test_network_errors_are_retried_until_the_api_answers(caplog):
+    caplog.set_level(logging.INFO)
+    fake = FakeYouTube()
+    from services import free_port
+
+    fake.server.port = free_port()  # nothing listens there yet
+    adapter = YouTubeAdapter(options(fake, skip_backlog=False))
+    with Running(adapter) as run:
+        wait_until(lambda: "connection problem" in caplog.text, what="a refused connection")
+        fake.add(text_item(1, "Ann", "are you up now?"))
+        with fake.server:
+            assert run.take(1)[0].text == "are you up now?"
+
+
+def test_replies_need_oauth_and_post_to_the_chat(youtube, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    adapter = YouTubeAdapter(options(youtube, reply_in_chat=True, reply_min_seconds=0.0))
+    with Running(adapter) as run:
+        wait_until(lambda: len(youtube.polls) >= 1, what="a poll")
+        youtube.add(text_item(1, "Ann", "hi?"))
+        ann = run.take(1)[0]
+        assert adapter.reply(ann, "hello Ann") is False  # an API key can only read
+        assert "needs an OAuth access token in $TEST_YT_TOKEN" in caplog.text
+        assert youtube.posts == []
+    monkeypatch.setenv("TEST_YT_TOKEN", TOKEN)
+    adapter = YouTubeAdapter(options(youtube, reply_in_chat=True, reply_min_seconds=0.0))
+    with Running(adapter) as run:
+        wait_until(lambda: len(youtube.polls) >= 3, what="polls with the token")
+        assert adapter.reply(ann, "Hello Ann! " + "word " * 80) is True
+        youtube.add(text_item(2, "Bob", "after the reply"))
+        assert run.take(1)[0].author == "Bob"  # our own reply, echoed in the chat, is not a question
+    (cred, body), = youtube.posts
+    assert cred == f"Bearer {TOKEN}"
+    snippet = body["snippet"]
+    assert snippet["liveChatId"] == "chat-1" and snippet["type"] == "textMessageEvent"
+    line = snippet["textMessageDetails"]["messageText"]
+    assert line.startswith("@Ann Hello Ann! word") and len(line) <= 200 and line.endswith("…")
+    assert TOKEN not in caplog.text and KEY not in caplog.text
+
+
+def test_own_broadcast_found_with_oauth(youtube, monkeypatch):
+    monkeypatch.setenv("TEST_YT_TOKEN", TOKEN)
+    with Running(YouTubeAdapter(options(youtube, video_id=""))) as run:
+        wait_until(lambda: len(youtube.polls) >= 1, what="a poll")
+        youtube.add(text_item(1, "Ann", "found you"))
+        assert run.take(1)[0].text == "found you"
+    assert all(c == f"Bearer {TOKEN}" for c in youtube.credentials)
+
+
+def test_missing_key_is_reported_and_stop_returns(youtube, monkeypatch, caplog):
+    monkeypatch.delenv("TEST_YT_KEY")
+    with Running(YouTubeAdapter(options(youtube))):
+        wait_until(lambda: "no credentials" in caplog.text, what="the missing key to be reported")
+    assert "$TEST_YT_KEY" in caplog.text and youtube.polls == []
+
+
+def test_stop_returns_promptly_mid_wait(youtube):
+    youtube.interval_ms = 60_000  # the adapter will be asleep for a minute between polls
+    run = Running(YouTubeAdapter(options(youtube)))
+    with run:
+        wait_until(lambda: len(youtube.polls) >= 1, what="a poll")
+        time.sleep(0.1)
+        run.stop(timeout=5.0)  # asserts that run() returned well before the next poll was due
+    assert len(youtube.polls) == 1
