@@ -168,6 +168,8 @@ class AsyncAdapter:
         while not self.stopping:
             try:
                 await self.serve()
+                if self.stopping:  # serve() returned because stop() woke its sleep: not a failure
+                    return
                 detail = "serve returned"
             except Exception as exc:  # noqa: BLE001 - logged, then retried: the stream goes on
                 detail = repr(exc)
