@@ -1,0 +1,351 @@
+"""Discord as a chat adapter: @mentions and /ask in text, /join and /leave for voice.
+
+discord.py runs its asyncio client inside ``run()``'s thread; ``reply()`` and ``stop()``
+hand work to that loop with ``run_coroutine_threadsafe`` / ``call_soon_threadsafe``, so
+any thread may call them. discord.py itself resumes a dropped gateway session (RESUME
+with the last sequence number) and reconnects with backoff; a client that gives up
+altogether (the gateway unreachable at start-up, say) is rebuilt here with backoff.
+
+Spoken questions carry a ``VoiceOrigin`` handle, and ``reply()`` on such a message
+*speaks* the answer in the voice channel it came from (the core needs no new call);
+``speak(message, pieces)`` does the same for answers still being written, piece by piece.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import discord
+from discord import app_commands
+
+from talker_stream.adapters import ChatMessage
+from talker_stream.config import opt
+from talker_stream.errors import EngineUnavailable
+
+from .text import split_message, strip_mentions
+from .voice import VoiceOrigin, VoiceSession, voice_problem
+
+log = logging.getLogger(__name__)
+
+NO_PINGS = discord.AllowedMentions.none()  # a model's answer must never ping @everyone or a role
+
+
+@dataclass
+class Options:
+    token_env: str = "DISCORD_BOT_TOKEN"  # environment variable holding the bot token
+    guilds: list = opt([])  # server (guild) ids where /ask, /join and /leave are registered; [] = everywhere (global commands take up to an hour to appear)
+    mentions: bool = True  # answer messages that @mention the bot
+    voice: bool = True  # offer /join and /leave (needs PyNaCl, davey, libopus)
+    reconnect_seconds: float = opt(2.0, 0.1, 300.0)  # first retry when the client gives up; doubles up to 5 minutes
+    reply_timeout: float = opt(30.0, 1.0, 600.0)  # reply() waits this long for Discord before returning False
+
+
+@dataclass
+class AskHandle:
+    """The handle of a /ask question: the deferred interaction to follow up."""
+
+    interaction: discord.Interaction
+
+
+class DiscordAdapter:
+    name = "discord"
+    Options = Options
+
+    def __init__(self, options: Options | None = None, base_dir: Path | None = None, *, settings=None,
+                 client_options: dict | None = None) -> None:
+        self.options = options or Options()
+        self.base_dir = base_dir
+        self.settings = settings  # for voice: [tts] and [asr]; the defaults when None
+        self.client_options = client_options or {}  # extra discord.Client keyword arguments (a connector, ...)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.client: discord.Client | None = None
+        self.sessions: dict[int, VoiceSession] = {}  # guild id -> voice session
+        self.tts = self.asr = None  # opened at the first /join
+        self._tts_lock = threading.Lock()
+        self._stopping: asyncio.Event | None = None
+        self._stop_requested = threading.Event()
+        self._on_message: Callable[[ChatMessage], None] = lambda m: None
+        self.ready = threading.Event()  # set each time the gateway session is ready
+
+    # -- the contract --------------------------------------------------------------------
+    def run(self, on_message: Callable[[ChatMessage], None]) -> None:
+        token = os.environ.get(self.options.token_env, "").strip()
+        if not token:
+            raise EngineUnavailable(f"Discord needs a bot token in the environment variable "
+                                    f"{self.options.token_env} (see plugins/discord/README.md)")
+        self._on_message = on_message
+        asyncio.run(self._main(token))
+
+    def reply(self, message: ChatMessage, text: str) -> bool:
+        if isinstance(message.handle, VoiceOrigin):
+            return self.speak(message, [text])
+        if not text.strip():
+            return False
+        return self._call(self._send(message.handle, split_message(text)))
+
+    def speak(self, message: ChatMessage, pieces: str | Iterable[str]) -> bool:
+        """Say an answer in the voice channel *message* was heard in; False when the bot has
+        left it. *pieces* may be a generator of sentences still being written."""
+        origin = message.handle
+        session = self.sessions.get(origin.guild_id) if isinstance(origin, VoiceOrigin) else None
+        if session is None or session.channel.id != origin.channel_id:
+            return False
+        return session.say([pieces] if isinstance(pieces, str) else pieces)
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        loop, stopping = self.loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(stopping.set)
+            except RuntimeError:
+                pass  # the loop closed meanwhile
+
+    # -- the client ----------------------------------------------------------------------
+    async def _main(self, token: str) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        if self._stop_requested.is_set():
+            return
+        delay = self.options.reconnect_seconds
+        state = ""
+        while not self._stopping.is_set():
+            self.client = client = self._make_client()
+            task = asyncio.create_task(client.start(token, reconnect=True))
+            stop = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.done():
+                await self._shutdown(client, task)
+                return
+            stop.cancel()
+            exc = task.exception()
+            await client.close()
+            if isinstance(exc, discord.LoginFailure):
+                log.error("discord: the token in %s was rejected; fix it and restart", self.options.token_env)
+                await self._stopping.wait()
+                return
+            if isinstance(exc, discord.PrivilegedIntentsRequired):
+                log.error("discord: enable the Message Content intent for this bot (Developer Portal > "
+                          "Bot > Privileged Gateway Intents), then restart")
+                await self._stopping.wait()
+                return
+            why = f"{type(exc).__name__}: {exc}" if exc else "closed"
+            if why != state:
+                unexpected = exc is not None and not isinstance(exc, (OSError, discord.ConnectionClosed,
+                                                                      discord.GatewayNotFound, asyncio.TimeoutError))
+                log.warning("discord: disconnected (%s); retrying with backoff", why,
+                            exc_info=exc if unexpected else None)
+                state = why
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 300.0)
+
+    async def _shutdown(self, client: discord.Client, task: asyncio.Task) -> None:
+        for guild_id in list(self.sessions):
+            await self._leave(guild_id)
+        await client.close()
+        try:
+            await asyncio.wait_for(task, 5)
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - closing: how it ended no longer matters
+            pass
+        log.info("discord: stopped")
+
+    def _make_client(self) -> discord.Client:
+        intents = discord.Intents.default()
+        intents.message_content = self.options.mentions
+        client = discord.Client(intents=intents, **self.client_options)
+        tree = app_commands.CommandTree(client)
+        self._add_commands(tree)
+
+        @client.event
+        async def setup_hook() -> None:
+            await self._sync(client, tree)
+
+        @client.event
+        async def on_ready() -> None:
+            log.info("discord: connected as %s to %d server(s)", client.user, len(client.guilds))
+            self.ready.set()
+
+        @client.event
+        async def on_resumed() -> None:
+            log.info("discord: session resumed")
+            self.ready.set()
+
+        @client.event
+        async def on_disconnect() -> None:
+            self.ready.clear()
+
+        @client.event
+        async def on_message(msg: discord.Message) -> None:
+            self._mentioned(client, msg)
+
+        @client.event
+        async def on_voice_state_update(member, before, after) -> None:
+            if member.id == client.user.id and after.channel is None and member.guild.id in self.sessions:
+                self.sessions.pop(member.guild.id).close()  # disconnected by someone else
+                log.info("discord voice: disconnected from %s", before.channel)
+
+        return client
+
+    async def _sync(self, client: discord.Client, tree: app_commands.CommandTree) -> None:
+        """Register the slash commands: per configured server (instant), else globally."""
+        try:
+            for gid in self.options.guilds:
+                guild = discord.Object(id=int(gid))
+                tree.copy_global_to(guild=guild)
+                await tree.sync(guild=guild)
+            if not self.options.guilds:
+                await tree.sync()
+        except (discord.HTTPException, ValueError) as exc:
+            log.error("discord: cannot register the slash commands (%s); mentions still work. "
+                      "Was the bot invited with the applications.commands scope?", exc)
+
+    def _add_commands(self, tree: app_commands.CommandTree) -> None:
+        @tree.command(name="ask", description="Ask the avatar a question")
+        @app_commands.describe(question="What you want to ask")
+        async def ask(interaction: discord.Interaction, question: app_commands.Range[str, 1, 1500]) -> None:
+            await interaction.response.defer(thinking=True)  # the answer comes later, as a follow-up
+            self._emit(interaction.user, interaction.channel, question, AskHandle(interaction))
+
+        if not self.options.voice:
+            return
+
+        @tree.command(name="join", description="The avatar joins your voice channel to listen and answer")
+        async def join(interaction: discord.Interaction) -> None:
+            await interaction.response.defer(thinking=True)
+            await interaction.followup.send(await self._join(interaction), allowed_mentions=NO_PINGS)
+
+        @tree.command(name="leave", description="The avatar leaves the voice channel")
+        async def leave(interaction: discord.Interaction) -> None:
+            left = interaction.guild is not None and await self._leave(interaction.guild.id)
+            await interaction.response.send_message("Left the voice channel." if left else "I'm not in a voice channel.")
+
+    # -- text ----------------------------------------------------------------------------
+    def _mentioned(self, client: discord.Client, msg: discord.Message) -> None:
+        if not self.options.mentions or msg.author.bot or client.user is None:
+            return
+        me = msg.guild.me if msg.guild else client.user
+        role_ids = {r.id for r in getattr(me, "roles", []) if r.managed}  # the bot's own role, if mentioned
+        if client.user not in msg.mentions and not role_ids & {r.id for r in msg.role_mentions}:
+            return
+        text = strip_mentions(msg.content, {client.user.id} | role_ids)
+        if text:
+            self._emit(msg.author, msg.channel, text, msg)
+
+    def _emit(self, author, channel, text: str, handle) -> None:
+        perms = channel.permissions_for(author) if hasattr(channel, "permissions_for") and hasattr(author, "roles") else None
+        guild = getattr(channel, "guild", None)
+        moderator = bool(perms and perms.manage_messages) or (guild is not None and guild.owner_id == author.id)
+        try:
+            self._on_message(ChatMessage(platform="discord", channel=str(channel.id), author=author.display_name,
+                                         text=text, author_id=str(author.id), moderator=moderator, handle=handle))
+        except Exception:  # noqa: BLE001 - the core's queue must not take the gateway down
+            log.exception("discord: on_message failed")
+
+    async def _send(self, handle, chunks: list[str]) -> None:
+        if isinstance(handle, AskHandle):
+            try:
+                for chunk in chunks:
+                    await handle.interaction.followup.send(chunk, allowed_mentions=NO_PINGS)
+                return
+            except discord.HTTPException as exc:  # the interaction token lasts 15 minutes
+                log.info("discord: /ask follow-up failed (%s); answering in the channel", exc.status)
+                handle = handle.interaction.channel
+                chunks = [f"{chunks[0]}"] + chunks[1:]
+        if isinstance(handle, discord.Message):
+            ref = handle.to_reference(fail_if_not_exists=False)
+            await handle.channel.send(chunks[0], reference=ref, mention_author=False, allowed_mentions=NO_PINGS)
+            chunks, handle = chunks[1:], handle.channel
+        for chunk in chunks:
+            await handle.send(chunk, allowed_mentions=NO_PINGS)
+
+    def _call(self, coro) -> bool:
+        """Run *coro* on the client's loop from any thread; True when it completed."""
+        loop = self.loop
+        if loop is None or loop.is_closed() or self.client is None:
+            coro.close()
+            return False
+        try:
+            if asyncio.get_running_loop() is loop:  # called from a handler: cannot wait on ourselves
+                loop.create_task(coro)
+                return True
+        except RuntimeError:
+            pass
+        fut = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            fut.result(self.options.reply_timeout)
+            return True
+        except Exception as exc:  # noqa: BLE001 - HTTP errors, timeouts, a closing loop: all mean "not sent"
+            fut.cancel()
+            log.warning("discord: reply not sent: %s: %s", type(exc).__name__, exc)
+            return False
+
+    # -- voice ---------------------------------------------------------------------------
+    async def _join(self, interaction: discord.Interaction) -> str:
+        member, guild = interaction.user, interaction.guild
+        channel = getattr(getattr(member, "voice", None), "channel", None)
+        if guild is None or channel is None:
+            return "Join a voice channel first, then use /join."
+        why = voice_problem()
+        if why is None:
+            try:
+                await asyncio.to_thread(self._open_engines)
+            except EngineUnavailable as exc:
+                why = str(exc)
+        if why is not None:
+            log.error("discord voice: cannot listen: %s", why)
+            return f"I can't join voice here: {why}."
+        await self._leave(guild.id)
+        from discord.ext.voice_recv import VoiceRecvClient
+
+        try:
+            vc = await channel.connect(cls=VoiceRecvClient, timeout=20.0, reconnect=True, self_deaf=False)
+        except (asyncio.TimeoutError, discord.ClientException, OSError) as exc:
+            log.error("discord voice: cannot connect to %s: %s", channel, exc)
+            return f"I couldn't connect to {channel.name}: {exc or type(exc).__name__}."
+        text_channel = interaction.channel
+        session = VoiceSession(vc, loop=asyncio.get_running_loop(), on_message=self._on_message, tts=self.tts,
+                               asr=self.asr, asr_settings=self._settings().asr,
+                               report=lambda text: self._report(text_channel, text), tts_lock=self._tts_lock)
+        self.sessions[guild.id] = session
+        session.start()
+        return f"Listening in {channel.name}. Ask me anything; talk over me to interrupt. /leave when done."
+
+    async def _leave(self, guild_id: int) -> bool:
+        session = self.sessions.pop(guild_id, None)
+        if session is None:
+            return False
+        await asyncio.to_thread(session.close)
+        await session.vc.disconnect(force=True)
+        log.info("discord voice: left %s", session.channel)
+        return True
+
+    def _report(self, channel, text: str) -> None:
+        """Say a voice problem in the text channel (from any thread; logged by the caller)."""
+        if channel is None or self.loop is None or self.loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(channel.send(text, allowed_mentions=NO_PINGS), self.loop)
+
+    def _settings(self):
+        if self.settings is None:
+            from talker_stream.config import load_settings
+
+            self.settings = load_settings(None)
+        return self.settings
+
+    def _open_engines(self) -> None:
+        """TTS and Whisper, once, at the first /join (a text-only bot never loads them)."""
+        from talker_stream.asr import open_asr
+        from talker_stream.tts import open_tts
+
+        if self.tts is None:
+            self.tts = open_tts(self._settings(), live=True)
+        if self.asr is None:
+            self.asr = open_asr(self._settings(), threads=1)
