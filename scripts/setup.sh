@@ -39,11 +39,14 @@ stamp=".venv/.installed-$(cat pyproject.toml plugins/*/pyproject.toml 2>/dev/nul
 if [ ! -f "$stamp" ]; then
   echo "installing talker-stream${extras:+ with $extras} into .venv (first time: a few minutes)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e "$spec"
+  # one resolver run for the project and its plugins, so that no plugin can pull in a
+  # release another part excludes (mediapipe needs protobuf < 5; coqui-tts would take 7)
+  targets=(-e "$spec")
   if $testing; then
     for plugin in plugins/*/pyproject.toml; do
-      .venv/bin/pip install -q -e "$(dirname "$plugin")"
+      targets+=(-e "$(dirname "$plugin")")
     done
   fi
+  .venv/bin/pip install -q "${targets[@]}"
   touch "$stamp"
 fi

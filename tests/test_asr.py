@@ -307,8 +307,13 @@ def test_a_pause_is_guessed_early_and_voided_if_the_speaker_goes_on(spoken, asr)
     the final TurnEnded has the same end as the last pause, and its words are reused."""
     from talker_stream.asr.vad import TurnPaused, TurnResumed
 
-    a, b = at_16k(spoken["piper"][0]), at_16k(spoken["piper"][1])  # name? / how old?
-    gap = np.zeros(int(0.35 * SAMPLE_RATE), np.float32)  # longer than the pause, shorter than the end
+    def trimmed(clip):  # Piper ends each sentence with its own silence: keep only the speech
+        pcm = at_16k(clip)
+        on, off = energy_bounds(pcm, SAMPLE_RATE)
+        return pcm[on:off]
+
+    a, b = trimmed(spoken["piper"][0]), trimmed(spoken["piper"][1])  # name? / how old?
+    gap = np.zeros(int(0.3 * SAMPLE_RATE), np.float32)  # longer than the pause, shorter than the end
     pcm = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), a, gap, b, np.zeros(2 * SAMPLE_RATE, np.float32)])
     events = feed_all(TurnDetector(end_of_turn_ms=500, pause_ms=160), pcm, 512)
     kinds = [type(e).__name__ for e in events]
@@ -331,3 +336,35 @@ def test_a_pause_is_guessed_early_and_voided_if_the_speaker_goes_on(spoken, asr)
     assert questions[0] == guesses[-1], "the final question is the last guess: same words, same turn"
     assert len(calls) == 2, "Whisper ran for the two pauses and not again at the end of the turn"
     assert wer(QUESTIONS[0] + " " + QUESTIONS[1], questions[0][0]) <= 0.2
+
+
+ZH = ["你好，你叫什么名字？", "今天天气怎么样？", "我想学习中文。", "请给我讲一个故事。"]
+
+
+def test_the_multilingual_model_from_pypi_hears_other_languages(spoken, tmp_path, monkeypatch):
+    """[asr] model = "multilingual": Whisper base, joined from its two PyPI halves into the
+    cache on first use. English with the language detected per turn, and Mandarin spoken by
+    espeak-ng. espeak's Mandarin is a robot voice Whisper base finds hard (CER around 0.8
+    here, see the printout; it is not even detected as Chinese), so for Chinese this checks
+    the path, not the accuracy: with language "zh" the words come back in Chinese characters."""
+    from talker_stream.asr import cer
+    from talker_stream.asr.whisper import multilingual_model
+    from talker_stream.tts.espeak import EspeakTTS
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = multilingual_model()
+    assert folder == tmp_path / "talker-stream" / "whisper-base" and (folder / "model.bin").stat().st_size > 140e6
+    assert multilingual_model() == folder  # joined once; the size check finds it complete
+    settings = make_settings(**{"asr.model": "multilingual", "asr.language": ""})
+    asr = WhisperASR(settings.asr, threads=2)
+    english = [asr.transcribe(at_16k(c)) for c in spoken["piper"][:4]]
+    assert asr.last_language == "en" and wer(QUESTIONS[:4], english) <= 0.2, english
+    tts = EspeakTTS(make_settings(**{"tts.espeak.voice": "cmn-latn-pinyin"}).tts.espeak)
+    heard = []
+    for text in ZH:
+        chunks = list(tts.stream(text))
+        heard.append(asr.transcribe(resample(AudioChunk(np.concatenate([c.pcm for c in chunks]),
+                                                        chunks[0].sample_rate), SAMPLE_RATE).pcm, "zh"))
+    print(f"\nMandarin (espeak-ng) -> Whisper base: CER {cer(ZH, heard):.2f}: {heard}")
+    cjk = sum(any("\u4e00" <= ch <= "\u9fff" for ch in h) for h in heard)
+    assert cjk >= len(ZH) - 1, heard

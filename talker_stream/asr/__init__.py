@@ -8,11 +8,11 @@ or any iterator of AudioChunk. ``wer()`` (metrics.py) scores transcripts.
 from __future__ import annotations
 
 from .listener import Heard, Listener, file_source, microphone_source
-from .metrics import wer
+from .metrics import cer, wer
 from .vad import SileroVAD, SpeechStarted, TurnDetector, TurnEnded
 from .whisper import WhisperASR
 
-__all__ = ["Heard", "Listener", "SileroVAD", "SpeechStarted", "TurnDetector", "TurnEnded", "WhisperASR",
+__all__ = ["Heard", "Listener", "SileroVAD", "SpeechStarted", "TurnDetector", "TurnEnded", "WhisperASR", "cer",
            "file_source", "microphone_source", "open_asr", "wer"]
 
 

@@ -41,3 +41,11 @@ def wer(references: str | Sequence[str], hypotheses: str | Sequence[str]) -> flo
     if words == 0:
         return 0.0 if edits == 0 else float("inf")
     return edits / words
+
+
+def cer(references: str | Sequence[str], hypotheses: str | Sequence[str]) -> float:
+    """Corpus character error rate, for languages written without spaces (Chinese, Japanese):
+    every character outside punctuation and spaces counts as one "word"."""
+    refs = [references] if isinstance(references, str) else list(references)
+    hyps = [hypotheses] if isinstance(hypotheses, str) else list(hypotheses)
+    return wer([" ".join("".join(normalize(r))) for r in refs], [" ".join("".join(normalize(h))) for h in hyps])

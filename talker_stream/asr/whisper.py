@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import zlib
 from pathlib import Path
 
@@ -222,7 +223,11 @@ def _words_or_nothing(text: str) -> str:
 
 def _loops(text: str) -> bool:
     """True when a run of two or more words comes twice in a row: Whisper's hallucination
-    loop ("what is your name what is your name"), which short text hides from zlib."""
+    loop ("what is your name what is your name"), which short text hides from zlib. In
+    Chinese and Japanese a character is a word, and one repeated four times is a loop
+    ("建建建建") where in English "no no no no" could be meant."""
+    if re.search(r"([\u3040-\u30ff\u4e00-\u9fff])\1{3}", text):
+        return True
     words = text.lower().replace(",", " ").replace(".", " ").replace("?", " ").split()
     return any(words[i : i + n] == words[i + n : i + 2 * n]
                for n in range(2, len(words) // 2 + 1) for i in range(len(words) - 2 * n + 1))

@@ -14,6 +14,9 @@ from ..errors import EngineUnavailable
 from ..media import AudioChunk
 
 
+MANDARIN_ALIASES = {"cmn", "zh", "zh-cmn", "sit/cmn", "zh-cn"}
+
+
 class EspeakTTS:
     name = "espeak"
     sample_rate = 22050
@@ -23,6 +26,10 @@ class EspeakTTS:
         if not self.binary:
             raise EngineUnavailable("espeak-ng is not installed; apt-get install espeak-ng")
         self.voice = options.voice if options is not None else "en-us"
+        if self.voice.lower() in MANDARIN_ALIASES:
+            # espeak-ng's plain "cmn" turns characters into tone-numbered pinyin and then
+            # reads that as English ("ni three hao three"); this variant reads it as Mandarin
+            self.voice = "cmn-latn-pinyin"
         self.speed = options.speed if options is not None else 165
         self.pitch = options.pitch if options is not None else 50
 
