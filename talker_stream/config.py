@@ -298,6 +298,15 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         _check_named(settings, table, text, src)
     for section in (settings.tts, settings.face):
         _check_plugin_tables(section, text, src)
+    llm = settings.llm
+    prompt = llm.memory_tokens + llm.max_tokens + settings.moderation.max_question_chars // 3 + 200
+    if llm.engine == "llamacpp" and prompt > llm.llamacpp.context:
+        line = _line_of(text, ["llm"], "memory_tokens")
+        raise ConfigError(
+            f"{src}{f':{line}' if line else ''}: llm: memory_tokens ({llm.memory_tokens}) + max_tokens "
+            f"({llm.max_tokens}) + the longest question and the system prompt (~{prompt - llm.memory_tokens - llm.max_tokens}"
+            f" tokens) exceed llm.llamacpp.context ({llm.llamacpp.context}); lower memory_tokens or raise context"
+        )
     ex = settings.face.expression
     if ex.blink_min > ex.blink_max:
         raise ConfigError(f"{src}: face.expression.blink_min ({ex.blink_min}) is above blink_max ({ex.blink_max})")

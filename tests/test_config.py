@@ -53,3 +53,12 @@ def test_blink_range_checked(tmp_path):
     p.write_text("[face.expression]\nblink_min = 8.0\nblink_max = 3.0\n")
     with pytest.raises(ConfigError, match="blink_min"):
         load_settings(p)
+
+
+def test_memory_that_cannot_fit_the_model_context_is_refused(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[llm]\nmemory_tokens = 4000\n\n[llm.llamacpp]\ncontext = 2048\n")
+    with pytest.raises(ConfigError, match=r"c.toml:2: llm: memory_tokens \(4000\).*exceed llm.llamacpp.context \(2048\)"):
+        load_settings(cfg)
+    cfg.write_text("[llm]\nmemory_tokens = 4000\n\n[llm.llamacpp]\ncontext = 8192\n")
+    assert load_settings(cfg).llm.memory_tokens == 4000
