@@ -288,3 +288,142 @@ class FakeDiscord:
             host, port = self.voice_server
             await self._dispatch("VOICE_SERVER_UPDATE", {"token": "voice-token", "guild_id": str(GUILD_ID),
                                                          "endpoint": f"{host}:{port}"})
+
+
+class FakeVoice:
+    """A stand-in for a Discord voice server: the voice websocket (v8, over TLS, because
+    discord.py only dials ``wss://``) and the UDP media socket with IP discovery and
+    ``aead_xchacha20_poly1305_rtpsize`` transport encryption, on FakeDiscord's loop.
+
+    It sends a member's opus frames to the bot as Discord's media server would (RTP,
+    encrypted with the session key) and keeps every RTP packet the bot sends, decrypted,
+    for the test to decode. No DAVE: ``dave_version = 1`` announces an end-to-end encrypted
+    call, but no MLS group is ever formed (there is no external sender here).
+    """
+
+    MODE = "aead_xchacha20_poly1305_rtpsize"
+
+    def __init__(self, fake: FakeDiscord, cert: str, key: str, dave_version: int = 0) -> None:
+        import os
+        import ssl
+
+        self.fake, self._loop = fake, fake._loop
+        self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ssl.load_cert_chain(cert, key)
+        self.secret = os.urandom(32)
+        self.dave_version = dave_version
+        self.bot_ssrc = 4242
+        self.port = self.udp_port = 0
+        self.client_addr: tuple[str, int] | None = None
+        self.ops: list[dict] = []  # JSON the bot sent on the voice websocket
+        self.binary_frames = 0  # DAVE/MLS binary frames the bot sent
+        self.from_bot: list[tuple[int, int, bytes]] = []  # (sequence, timestamp, opus) the bot sent
+        self.session_ready = threading.Event()
+        self._ws: web.WebSocketResponse | None = None
+        self._udp = None
+        self._seq: dict[int, int] = {}
+        self._nonce = 0
+
+    def start(self) -> FakeVoice:
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        self.fake.voice_server = ("127.0.0.1", self.port)
+        return self
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/", self._voice_ws)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        voice = self
+
+        class Udp(asyncio.DatagramProtocol):
+            def connection_made(self, transport) -> None:
+                voice._udp = transport
+
+            def datagram_received(self, data: bytes, addr) -> None:
+                voice._datagram(data, addr)
+
+        await self._loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
+        self.udp_port = self._udp.get_extra_info("sockname")[1]
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self._udp.close()
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+
+    # -- media ------------------------------------------------------------------------------
+    def _datagram(self, data: bytes, addr) -> None:
+        import struct
+
+        if len(data) == 74 and data[1] == 0x01:  # IP discovery: tell the bot its own address
+            self.client_addr = addr
+            reply = bytearray(74)
+            struct.pack_into(">HHI", reply, 0, 2, 70, struct.unpack_from(">I", data, 4)[0])
+            reply[8:8 + len(addr[0])] = addr[0].encode()
+            struct.pack_into(">H", reply, 72, addr[1])
+            self._udp.sendto(bytes(reply), addr)
+            return
+        if len(data) < 12 + 16 + 4 or data[0] & 0xC0 != 0x80 or 200 <= data[1] <= 204:
+            return  # keep-alives, RTCP
+        import nacl.secret
+
+        header, nonce = data[:12], data[-4:].ljust(24, b"\0")
+        opus = nacl.secret.Aead(self.secret).decrypt(data[12:-4], header, nonce)
+        seq, ts = struct.unpack_from(">HI", data, 2)
+        self.from_bot.append((seq, ts, opus))
+
+    def send_opus(self, ssrc: int, frames: list[bytes], pace: float = 0.02) -> None:
+        """Send *frames* (20 ms opus each) from *ssrc* to the bot, paced like a live speaker."""
+        import struct
+
+        import nacl.secret
+
+        box = nacl.secret.Aead(self.secret)
+        t0 = time.monotonic()
+        for i, opus in enumerate(frames):
+            seq = self._seq[ssrc] = (self._seq.get(ssrc, 0) + 1) & 0xFFFF
+            header = struct.pack(">BBHII", 0x80, 0x78, seq, (seq * 960) & 0xFFFFFFFF, ssrc)
+            self._nonce += 1
+            nonce = struct.pack(">I", self._nonce)
+            packet = header + box.encrypt(opus, header, nonce.ljust(24, b"\0")).ciphertext + nonce
+            self._loop.call_soon_threadsafe(self._udp.sendto, packet, self.client_addr)
+            ahead = t0 + (i + 1) * pace - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+
+    def speaking(self, user_id: int, ssrc: int) -> None:
+        """Tell the bot whose voice *ssrc* carries (op 5), as Discord does before audio flows."""
+        payload = {"op": 5, "d": {"user_id": str(user_id), "ssrc": ssrc, "speaking": 1}}
+        asyncio.run_coroutine_threadsafe(self._ws.send_str(json.dumps(payload)), self._loop).result(5)
+
+    # -- signalling -------------------------------------------------------------------------
+    async def _voice_ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._ws = ws
+        await ws.send_str(json.dumps({"op": 8, "d": {"heartbeat_interval": 13750}}))
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                self.binary_frames += 1
+                continue
+            if msg.type != WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            self.ops.append(data)
+            op, d = data["op"], data.get("d") or {}
+            if op == 0:  # IDENTIFY
+                await ws.send_str(json.dumps({"op": 2, "d": {"ssrc": self.bot_ssrc, "ip": "127.0.0.1",
+                                                             "port": self.udp_port, "modes": [self.MODE],
+                                                             "heartbeat_interval": 1}}))
+            elif op == 1:  # SELECT_PROTOCOL
+                await ws.send_str(json.dumps({"op": 4, "d": {"mode": self.MODE, "secret_key": list(self.secret),
+                                                             "dave_protocol_version": self.dave_version}}))
+                self.session_ready.set()
+            elif op == 3:  # heartbeat
+                await ws.send_str(json.dumps({"op": 6, "d": {"t": d.get("t") if isinstance(d, dict) else d}}))
+        return ws

@@ -187,3 +187,163 @@ def test_split_message_keeps_sentences_and_bounds():
     assert "".join(parts).replace(" ", "") == text.replace(" ", "").replace("\n", "")
     flood = split_message("word " * 100000)
     assert len(flood) == 8 and flood[-1].endswith("…")  # bounded: no 250-message answer
+
+
+# -- voice ------------------------------------------------------------------------------------
+# What is fake, in addition to the gateway: Discord's *voice server*. tests/discord_fake.py's
+# FakeVoice answers the voice websocket (v8: HELLO, READY with the UDP port, SESSION_DESCRIPTION
+# with a key) over TLS with a throwaway certificate (discord.py dials only wss://; the client is
+# given an aiohttp connector that trusts it), answers UDP IP discovery, and exchanges RTP
+# packets encrypted with aead_xchacha20_poly1305_rtpsize. It stands in for the other person's
+# Discord client too: their speech is Piper audio encoded with discord.py's own opus Encoder.
+# Where the real code begins: discord.py's voice connection flow, UDP socket, encryption,
+# AudioPlayer and opus encoder; discord-ext-voice-recv's packet reader, decryption, jitter
+# buffer, router and speaking events; the adapter's sink, Silero VAD, Whisper and Piper.
+# Not covered: DAVE's MLS key exchange (no external sender here), RTP header extensions.
+
+SILENCE_OPUS = b"\xf8\xff\xfe"
+ALICE_SSRC = 7777
+
+
+@pytest.fixture(scope="module")
+def tls_cert(tmp_path_factory):
+    import subprocess
+
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                   check=True, capture_output=True)
+    return str(d / "cert.pem"), str(d / "key.pem")
+
+
+def _trusting(cert: str):
+    def options() -> dict:
+        import ssl
+
+        import aiohttp
+
+        return {"connector": aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=cert))}
+    return options
+
+
+@pytest.fixture(scope="module")
+def voice_settings():
+    from conftest import make_settings
+
+    return make_settings()
+
+
+def _opus_frames(tts, text: str) -> tuple[list[bytes], float, float]:
+    """*text* spoken by the project's Piper voice as 20 ms opus frames (discord.py's Encoder),
+    with its length and where the speech begins (first 10 ms over -40 dBFS), in seconds."""
+    import numpy as np
+    from talker_stream.asr.listener import StreamResampler
+    from talker_stream_discord.audio import FRAME_BYTES, to_discord
+
+    rs, parts = None, []
+    for chunk in tts.stream(text):
+        rs = rs or StreamResampler(chunk.sample_rate, 48000)
+        parts.append(rs(chunk.pcm))
+    mono = np.concatenate(parts + [rs.flush()])
+    rms = np.sqrt((mono[: len(mono) // 480 * 480].reshape(-1, 480) ** 2).mean(axis=1))
+    onset = float(np.argmax(rms > 0.01)) * 0.01
+    pcm = to_discord(mono)
+    pcm += bytes(-len(pcm) % FRAME_BYTES)
+    enc = discord.opus.Encoder()
+    frames = [enc.encode(pcm[i:i + FRAME_BYTES], enc.SAMPLES_PER_FRAME) for i in range(0, len(pcm), FRAME_BYTES)]
+    return frames, len(mono) / 48000, onset
+
+
+def _decode(packets: list[bytes]):
+    import numpy as np
+    from talker_stream_discord.audio import from_discord
+
+    dec = discord.opus.Decoder()
+    return np.concatenate([from_discord(dec.decode(p)) for p in packets]) if packets else np.zeros(0, np.float32)
+
+
+def _bot_answer(voice, start: int, timeout: float = 60.0) -> list[bytes]:
+    """The opus frames of one spoken answer: from *start* until the bot has gone quiet
+    (discord.py ends every playback with five silence frames)."""
+    import time as _time
+
+    deadline = _time.monotonic() + timeout
+    while _time.monotonic() < deadline:
+        frames = [f[2] for f in voice.from_bot[start:]]
+        if len(frames) > 5 and all(f == SILENCE_OPUS for f in frames[-5:]):
+            quiet = len(voice.from_bot)
+            _time.sleep(0.3)
+            if len(voice.from_bot) == quiet:
+                return frames[:-5]
+        _time.sleep(0.05)
+    raise AssertionError("the bot never finished speaking")
+
+
+def _join(fake, run, author=ALICE_ID) -> str:
+    fake.wait_for(lambda: fake.commands.get(str(GUILD_ID)))
+    before = len(fake.followups)
+    fake.dispatch("INTERACTION_CREATE", fake.interaction("join", author=author))
+    return fake.wait_for(lambda: len(fake.followups) > before and fake.followups[-1]["content"], timeout=60)
+
+
+@pytest.mark.slow
+def test_voice_question_answer_and_barge_in(fake, tls_cert, voice_settings):
+    """/join -> Alice's speech over RTP -> per-speaker VAD + Whisper -> ChatMessage -> reply()
+    speaks the answer (Piper -> AudioSource -> opus -> RTP) -> the fake decodes it; then Alice
+    talks over a long answer and the bot stops."""
+    import numpy as np
+    from talker_stream.asr import wer
+    from talker_stream_discord import VoiceOrigin
+    from discord_fake import FakeVoice, VOICE_ID
+
+    voice = FakeVoice(fake, *tls_cert).start()
+    adapter = DiscordAdapter(Options(guilds=[GUILD_ID]), settings=voice_settings, client_options=_trusting(tls_cert[0]))
+    try:
+        with Running(adapter) as run:
+            assert _join(fake, run).startswith("Listening in Lounge")
+            assert voice.session_ready.wait(10)
+            session = adapter.sessions[GUILD_ID]
+            identify = next(op for op in voice.ops if op["op"] == 0)["d"]
+            assert identify["session_id"] == "bot-voice-session" and identify["token"] == "voice-token"
+
+            question = "What is the capital of France?"
+            frames, seconds, onset = _opus_frames(adapter.tts, question)
+            voice.speaking(ALICE_ID, ALICE_SSRC)
+            voice.send_opus(ALICE_SSRC, frames + [SILENCE_OPUS] * 5)  # then quiet, as a Discord client goes
+            m = run.next(timeout=60)
+            assert isinstance(m.handle, VoiceOrigin) and m.handle.user_id == ALICE_ID
+            assert (m.platform, m.channel, m.author, m.author_id) == ("discord", str(VOICE_ID), "Alice", str(ALICE_ID))
+            assert wer(question, m.text) <= 0.2, m.text
+            assert session.speech_start_ms[-1] - onset * 1000 <= 200  # speech noticed within 200 ms of audio
+
+            # the answer, spoken: what reaches the voice server decodes to the answer's audio
+            start = len(voice.from_bot)
+            answer = "Paris is the capital of France."
+            assert adapter.reply(m, answer)
+            spoken = _decode(_bot_answer(voice, start))
+            _, answer_seconds, _ = _opus_frames(adapter.tts, answer)
+            voiced = np.flatnonzero(np.abs(spoken) > 0.01)
+            sound = (voiced[-1] - voiced[0]) / 48000  # first to last audible sample
+            assert answer_seconds - 0.5 < sound <= answer_seconds, (sound, answer_seconds)
+            print(f"answer: {len(spoken) / 48000:.2f} s sent, {sound:.2f} s audible, TTS {answer_seconds:.2f} s")
+            assert np.sqrt(np.mean(spoken ** 2)) > 0.02  # not silence
+            heard_back = adapter.asr.transcribe(spoken[::3].copy())  # 48 -> 16 kHz is enough for Whisper here
+            assert "paris" in heard_back.lower(), heard_back
+
+            # barge-in: Alice talks over a long answer; the bot stops and drops the rest
+            start = len(voice.from_bot)
+            long_answer = " ".join(["Paris has been the capital of France for a very long time."] * 6)
+            assert adapter.reply(m, long_answer)
+            fake.wait_for(lambda: sum(f[2] != SILENCE_OPUS for f in voice.from_bot[start:]) >= 25, timeout=60)
+            voice.send_opus(ALICE_SSRC, frames + [SILENCE_OPUS] * 5)
+            fake.wait_for(lambda: session.barge_ins == 1)
+            assert session.speech_start_ms[-1] - onset * 1000 <= 200
+            cut = _decode(_bot_answer(voice, start))
+            _, long_seconds, _ = _opus_frames(adapter.tts, long_answer)
+            assert len(cut) / 48000 < 0.6 * long_seconds, (len(cut) / 48000, long_seconds)
+            print(f"speech noticed after {list(session.speech_start_ms)} ms of audio (onset {onset * 1000:.0f} ms); "
+                  f"long answer cut at {len(cut) / 48000:.2f} s of {long_seconds:.2f} s; heard back {heard_back!r}")
+            assert session.vc.is_listening() and not session.vc.is_playing()  # still listening after the cut
+            assert run.next(timeout=60).text  # and the interruption itself is heard as a question
+    finally:
+        voice.stop()

@@ -57,11 +57,13 @@ class DiscordAdapter:
     Options = Options
 
     def __init__(self, options: Options | None = None, base_dir: Path | None = None, *, settings=None,
-                 client_options: dict | None = None) -> None:
+                 client_options: dict | Callable[[], dict] | None = None) -> None:
         self.options = options or Options()
         self.base_dir = base_dir
         self.settings = settings  # for voice: [tts] and [asr]; the defaults when None
-        self.client_options = client_options or {}  # extra discord.Client keyword arguments (a connector, ...)
+        # extra discord.Client keyword arguments, or a function returning them, called on the
+        # client's loop (an aiohttp connector must be made there)
+        self.client_options = client_options or {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.client: discord.Client | None = None
         self.sessions: dict[int, VoiceSession] = {}  # guild id -> voice session
@@ -160,7 +162,8 @@ class DiscordAdapter:
     def _make_client(self) -> discord.Client:
         intents = discord.Intents.default()
         intents.message_content = self.options.mentions
-        client = discord.Client(intents=intents, **self.client_options)
+        extra = self.client_options() if callable(self.client_options) else self.client_options
+        client = discord.Client(intents=intents, **extra)
         tree = app_commands.CommandTree(client)
         self._add_commands(tree)
 

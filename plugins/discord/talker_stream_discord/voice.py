@@ -25,11 +25,12 @@ import copy
 import logging
 import queue
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import discord
+import numpy as np
 from discord.ext import voice_recv
 
 from talker_stream.adapters import ChatMessage
@@ -93,6 +94,8 @@ class _Speaker:
         self.resample = StreamResampler(RATE, SAMPLE_RATE)
         self.detector = detector
         self.failures = 0
+        self.fed = 0  # 16 kHz samples given to the detector
+        self.burst_start: int | None = None  # where the current run of packets began (None: silent)
 
 
 class VoiceListener(voice_recv.AudioSink):
@@ -114,6 +117,13 @@ class VoiceListener(voice_recv.AudioSink):
             self.errors += 1
             if self.errors == 1 or self.errors % 500 == 0:
                 log.exception("discord voice: packet from %s failed (%d so far)", user, self.errors)
+
+    @voice_recv.AudioSink.listener()
+    def on_voice_member_speaking_stop(self, member) -> None:
+        try:
+            self.session.on_silence(member)
+        except Exception:  # noqa: BLE001 - runs on voice-recv's event thread
+            log.exception("discord voice: end of speech from %s failed", member)
 
     def cleanup(self) -> None:
         pass
@@ -140,6 +150,7 @@ class VoiceSession:
         self._crypto_failures = 0
         self.current: SpeechSource | None = None
         self.barge_ins = 0
+        self.speech_start_ms: deque[float] = deque(maxlen=100)  # audio from a burst's first packet to SpeechStarted
         self.heard = 0  # questions turned into ChatMessages
         self.closed = False
         self._threads = [threading.Thread(target=self._asr_loop, name="discord-asr", daemon=True),
@@ -218,8 +229,28 @@ class VoiceSession:
         except discord.opus.OpusError:
             return self._failed(sp, "decode")
         sp.failures = 0
-        for ev in sp.detector.feed(sp.resample(from_discord(pcm))):
+        if sp.burst_start is None:
+            sp.burst_start = sp.fed
+        self._feed(sp, member, from_discord(pcm))
+
+    def on_silence(self, member) -> None:
+        """Discord clients stop sending when their mic gate closes, so silence never arrives
+        as audio: when a speaker's packets stop (voice-recv's speaking-stop, 0.2 s after the
+        last one), feed the detector the silence it would have heard, to end the turn."""
+        sp = self._speakers.get(getattr(member, "id", None))
+        if sp is None or self.closed:
+            return
+        sp.burst_start = None
+        ms = self.asr_settings.end_of_turn_ms + 100
+        self._feed(sp, member, np.zeros(RATE * ms // 1000, np.float32))
+
+    def _feed(self, sp: _Speaker, member, mono48k: np.ndarray) -> None:
+        pcm = sp.resample(mono48k)
+        sp.fed += len(pcm)
+        for ev in sp.detector.feed(pcm):
             if isinstance(ev, SpeechStarted):
+                if sp.burst_start is not None:  # how much of this burst it took to notice the speech
+                    self.speech_start_ms.append((ev.detected_at - sp.burst_start) * 1000 / SAMPLE_RATE)
                 self._barge_in(member)
             elif isinstance(ev, TurnEnded):
                 try:
