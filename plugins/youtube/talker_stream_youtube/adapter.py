@@ -59,9 +59,10 @@ class YouTubeAdapter(AsyncAdapter):
     Options = YouTubeOptions
     logger = log
 
-    def __init__(self, options: YouTubeOptions | None = None, **_: Any) -> None:
+    def __init__(self, options: YouTubeOptions | None = None, reply_in_chat: bool = False, **_: Any) -> None:
         super().__init__()
         self.options = options or YouTubeOptions()
+        self.replying = self.options.reply_in_chat or reply_in_chat  # [chat] reply_in_chat turns it on too
         self.requests = 0
         self._session: Any = None
         self._seen = RecentSet(4096)
@@ -232,7 +233,7 @@ class YouTubeAdapter(AsyncAdapter):
     # -- replying -------------------------------------------------------------------------
     def reply(self, message: ChatMessage, text: str) -> bool:
         o = self.options
-        if not o.reply_in_chat:
+        if not self.replying:
             return False
         if not os.environ.get(o.oauth_token_env, ""):
             self._tell_once("token", f"youtube: reply_in_chat needs an OAuth access token in ${o.oauth_token_env} "
