@@ -3,7 +3,7 @@
 # Debian packages, a virtual environment in .venv, and the project installed into it.
 # Usage: scripts/setup.sh [extra ...]   e.g. scripts/setup.sh test
 #   "test" also installs every plugin in plugins/ and the real services the tests start
-#   (OBS Studio under Xvfb, nginx with RTMP, Chromium, PulseAudio).
+#   (OBS Studio under Xvfb, nginx with RTMP, Chromium, PulseAudio, ngircd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,7 @@ APT_PACKAGES=(espeak-ng libgl1 libglib2.0-0)
 testing=false
 for arg in "$@"; do [ "$arg" = test ] && testing=true; done
 if $testing; then
-  APT_PACKAGES+=(obs-studio xvfb xauth nginx libnginx-mod-rtmp chromium pulseaudio pulseaudio-utils ffmpeg fonts-dejavu-core)
+  APT_PACKAGES+=(obs-studio xvfb xauth nginx libnginx-mod-rtmp chromium pulseaudio pulseaudio-utils ffmpeg fonts-dejavu-core ngircd)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

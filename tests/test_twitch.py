@@ -1,0 +1,553 @@
+"""Twitch chat adapter (plugins/twitch): the real adapter against a real IRC server and a
+fake of Twitch's own servers.
+
+Two servers:
+- ngircd (a real IRC server, Debian package ngircd), started by the tests on a free port:
+  plain IRC chat in and answers out, a second raw IRC client playing the viewer. ngircd
+  refuses Twitch's CAP request (NAK), as any non-Twitch server would.
+- FakeTwitch, below: stands in for irc.chat.twitch.tv only. It speaks Twitch's dialect of
+  IRC over TLS (a self-signed certificate the adapter trusts through ca_file): ACKs the
+  CAP request, checks the token, answers JOIN with USERSTATE/ROOMSTATE, sends tagged
+  PRIVMSG/USERNOTICE lines, RECONNECT, and drops connections. Everything on the client
+  side (TLS, login, line framing, tag parsing, back-off, rate limiting) is the adapter's
+  real code.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from services import free_port
+
+from talker_stream.adapters import MODERATOR, PAID, REGULAR
+
+twitch = pytest.importorskip("talker_stream_twitch")
+from talker_stream_twitch import TwitchAdapter, TwitchOptions  # noqa: E402
+from talker_stream_twitch.chat import chunks  # noqa: E402
+from talker_stream_twitch.irc import LineBuffer, format_line, parse_line, unescape_tag  # noqa: E402
+from talker_stream_twitch.ratelimit import SendBudget  # noqa: E402
+
+NGIRCD = shutil.which("ngircd") or "/usr/sbin/ngircd"
+TOKEN = "s3cr3t0123456789abcdefghijklm"  # what a Twitch OAuth token looks like (30 chars)
+ENV = "TALKER_TEST_TWITCH_TOKEN"
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- the fake of Twitch's servers --------------------------------------------------------
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (the adapter trusts it via ca_file)."""
+    d = tmp_path_factory.mktemp("tls")
+    crt, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(crt), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return crt, key
+
+
+class Conn:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.nick = ""
+        self.joined = threading.Event()
+        self.lock = threading.Lock()
+
+    def send(self, line: str | bytes) -> None:
+        data = line if isinstance(line, bytes) else line.encode() + b"\r\n"
+        with self.lock:
+            self.sock.sendall(data)
+
+    def drop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+class FakeTwitch:
+    """Stands in for irc.chat.twitch.tv (see the module docstring)."""
+
+    def __init__(self, cert: tuple[Path, Path] | None = None, token: str = TOKEN, bot_badges: str = "") -> None:
+        self.token = token
+        self.bot_badges = bot_badges  # what USERSTATE says about the bot, e.g. "moderator/1"
+        self.ctx = None
+        if cert:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(*map(str, cert))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conns: list[Conn] = []
+        self.received: list[tuple[float, int, str]] = []  # (time, connection number, line)
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            if self.ctx:
+                sock = self.ctx.wrap_socket(sock, server_side=True)
+            conn = Conn(sock)
+            with self.lock:
+                self.conns.append(conn)
+                number = len(self.conns)
+            for raw in sock.makefile("rb"):
+                line = raw.decode().rstrip("\r\n")
+                with self.lock:
+                    self.received.append((time.monotonic(), number, line))
+                self._answer(conn, line)
+        except (OSError, ValueError):
+            pass
+
+    def _answer(self, conn: Conn, line: str) -> None:
+        word, _, rest = line.partition(" ")
+        if word == "CAP" and rest.startswith("REQ"):
+            conn.send(":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands")
+        elif word == "PASS":
+            conn.password = rest
+        elif word == "NICK":
+            conn.nick = rest
+            if not rest.startswith("justinfan") and getattr(conn, "password", "") != f"oauth:{self.token}":
+                conn.send(":tmi.twitch.tv NOTICE * :Login authentication failed")
+                conn.drop()
+                return
+            for n, text in (("001", "Welcome, GLHF!"), ("002", "Your host is tmi.twitch.tv"), ("376", ">")):
+                conn.send(f":tmi.twitch.tv {n} {rest} :{text}")
+        elif word == "JOIN":
+            for channel in rest.split(","):
+                conn.send(f":{conn.nick}!{conn.nick}@{conn.nick}.tmi.twitch.tv JOIN {channel}")
+                conn.send(f"@badge-info=;badges={self.bot_badges};color=;display-name=TessBot;emote-sets=0;"
+                          f"mod={int('moderator' in self.bot_badges)};subscriber=0;user-type= :tmi.twitch.tv "
+                          f"USERSTATE {channel}")
+                conn.send(f"@emote-only=0;followers-only=-1;r9k=0;room-id=1;slow=0;subs-only=0 "
+                          f":tmi.twitch.tv ROOMSTATE {channel}")
+            conn.joined.set()
+        elif word == "PING":
+            conn.send(f":tmi.twitch.tv PONG tmi.twitch.tv {rest}")
+
+    def joined(self, number: int, timeout: float = 15.0) -> Conn:
+        """The *number*-th connection, once it has joined."""
+        wait_for(lambda: len(self.conns) >= number, timeout, f"connection {number}")
+        conn = self.conns[number - 1]
+        assert conn.joined.wait(timeout), f"connection {number} never joined"
+        return conn
+
+    def lines(self, prefix: str) -> list[tuple[float, int, str]]:
+        with self.lock:
+            return [r for r in self.received if r[2].startswith(prefix)]
+
+    def privmsgs(self) -> list[tuple[float, str]]:
+        with self.lock:
+            return [(t, line) for t, _, line in self.received if " PRIVMSG " in f" {line}"]
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+        for c in self.conns:
+            c.drop()
+
+
+def chat_line(text: str, tags: str = "", nick: str = "viewer", channel: str = "chan",
+              command: str = "PRIVMSG") -> str:
+    tags = tags or f"display-name={nick.title()};user-id=1;badges="
+    return f"@{tags} :{nick}!{nick}@{nick}.tmi.twitch.tv {command} #{channel} :{text}"
+
+
+def options(port: int, **kw) -> TwitchOptions:
+    base = dict(channels=["chan"], host="127.0.0.1", port=port, tls=False, nick="tessbot", token_env=ENV,
+                reconnect_seconds=0.05, reconnect_max_seconds=0.5)
+    return TwitchOptions(**(base | kw))
+
+
+@contextlib.contextmanager
+def running(adapter: TwitchAdapter):
+    """The adapter's run() on its own thread, as the core runs it; messages collected."""
+    got = []
+    thread = threading.Thread(target=adapter.run, args=(got.append,), daemon=True)
+    thread.start()
+    try:
+        yield got
+    finally:
+        adapter.stop()
+        thread.join(10)
+        assert not thread.is_alive(), "run() did not return after stop()"
+
+
+@pytest.fixture
+def fake(cert):
+    servers = []
+
+    def make(**kw) -> FakeTwitch:
+        servers.append(FakeTwitch(**kw))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture
+def token(monkeypatch):
+    monkeypatch.setenv(ENV, TOKEN)
+    return TOKEN
+
+
+# --- pure pieces: tags, framing, splitting, the budget -------------------------------------
+def test_tag_values_unescape_as_ircv3_says():
+    assert unescape_tag(r"a\sb\:c\\d\re\nf\x\\") == "a b;c\\d\re\nfx\\"
+    assert unescape_tag("trailing\\") == "trailing"
+    msg = parse_line(r"@badges=moderator/1,subscriber/12;display-name=Ronni\sX;id=abc;empty= "
+                     ":ronni!ronni@ronni.tmi.twitch.tv PRIVMSG #dallas :hi: there  ")
+    assert (msg.command, msg.params, msg.nick) == ("PRIVMSG", ["#dallas", "hi: there  "], "ronni")
+    assert msg.tags == {"badges": "moderator/1,subscriber/12", "display-name": "Ronni X", "id": "abc", "empty": ""}
+    for junk in ("", "   ", "@only-tags", ":prefix-only", "!!! nonsense", "@a=b :p", "12 not a numeric"):
+        assert parse_line(junk) is None, junk
+    # an answer can never inject a second command, whatever the model wrote
+    assert format_line("PRIVMSG", "#c", "hi\r\nJOIN #other", tags={"reply-parent-msg-id": "a b;c"}) == \
+        r"@reply-parent-msg-id=a\sb\:c PRIVMSG #c :hi  JOIN #other"
+
+
+def test_line_buffer_drops_overlong_lines_without_holding_them():
+    buf = LineBuffer(max_bytes=100)
+    assert buf.feed(b"PING :a\r\nPRIV") == ["PING :a"]
+    assert buf.feed(b"MSG #c :x" + b"y" * 500) == []
+    assert len(buf.buf) <= 100 and buf.discarding
+    assert buf.feed(b"yyy\r\nPING :b\r\n\xff\xfe\r\n") == ["PING :b", "\ufffd\ufffd"]
+    assert buf.dropped == 1
+
+
+def test_long_answers_split_at_word_boundaries():
+    text = " ".join(f"word{i}" for i in range(300))
+    pieces = chunks(text, 470)
+    assert len(pieces) > 1 and all(len(p) <= 470 for p in pieces)
+    assert " ".join(pieces) == text  # no word cut, none lost
+    assert chunks("x" * 1000, 470) == ["x" * 470, "x" * 470, "x" * 60]
+
+
+def test_send_budget_is_a_sliding_window_per_role():
+    b = SendBudget(budget=3, privileged_budget=5, window=10.0, channel_gap=1.0)
+    for t in (0.0, 1.0, 2.0):
+        assert b.wait("c", False, t) == 0
+        b.spend("c", False, t)
+    assert b.wait("c", False, 3.0) == pytest.approx(7.0)  # the first send leaves the window at t=10
+    assert b.wait("m", True, 3.0) == 0  # moderator elsewhere: only the 100-style budget counts
+    b.spend("m", True, 3.0)
+    b.spend("m", True, 3.0)
+    assert b.wait("m", True, 3.0) == pytest.approx(7.0)  # 5 privileged-budget sends in the window
+    b2 = SendBudget(budget=20, privileged_budget=100, window=30.0, channel_gap=1.0)
+    b2.spend("c", False, 0.0)
+    assert b2.wait("c", False, 0.25) == pytest.approx(0.75)  # Twitch's 1-s minimum slow mode
+    b2.slow["c"] = 5.0
+    assert b2.wait("c", False, 0.25) == pytest.approx(4.75)  # ROOMSTATE slow mode is larger
+    assert b2.wait("c", True, 0.25) == 0  # moderators are exempt
+
+
+# --- against the fake Twitch ----------------------------------------------------------------
+def test_tagged_chat_over_tls_becomes_chat_messages(fake, cert, token, caplog):
+    """Badges, bits, display names, a resub with a message; junk in between changes nothing."""
+    caplog.set_level(logging.DEBUG)
+    server = fake(cert=cert)
+    adapter = TwitchAdapter(options(server.port, tls=True, ca_file=str(cert[0])))
+    with running(adapter) as got:
+        conn = server.joined(1)
+        conn.send(chat_line("what is your name?", r"badges=moderator/1,subscriber/6;display-name=Ronni\sX;"
+                            r"id=m1;mod=1;user-id=1337"))
+        conn.send(chat_line("Cheer250 sing something cheer100", "badges=;bits=350;display-name=BigCheer;"
+                            "id=m2;user-id=42", nick="bigcheer"))
+        conn.send(b"this is not irc\r\n@bad\r\n:only.prefix\r\n\x00\x01\x02\r\n\xff\xfe\xfd garbage\r\n")
+        conn.send(b"@" + b"x=" * 50_000 + b" PRIVMSG #chan :a 100 KB line\r\n")
+        conn.send("PING :tmi.twitch.tv")
+        conn.send(chat_line("hello from the streamer", "badges=broadcaster/1;display-name=Chan;user-id=7",
+                            nick="chan"))
+        conn.send(chat_line("hi VIP here", "badges=vip/1;display-name=Vippy;user-id=8", nick="vippy"))
+        conn.send(chat_line("Loved the stream for a year!", "badges=subscriber/12;display-name=Subby;"
+                            "msg-id=resub;msg-param-cumulative-months=12;msg-param-sub-plan=1000;user-id=9",
+                            nick="subby", command="USERNOTICE"))
+        conn.send(chat_line("", "msg-id=raid;display-name=Raider;msg-param-viewerCount=50", nick="raider",
+                            command="USERNOTICE"))
+        conn.send(chat_line("\x01ACTION waves\x01", "display-name=;user-id=10", nick="plain"))
+        wait_for(lambda: len(got) >= 6, what="six chat messages")
+        wait_for(lambda: server.lines("PONG"), what="the PONG")
+    assert [(m.author, m.text) for m in got] == [
+        ("Ronni X", "what is your name?"), ("BigCheer", "sing something"), ("Chan", "hello from the streamer"),
+        ("Vippy", "hi VIP here"), ("Subby", "Loved the stream for a year!"), ("plain", "waves")]
+    ronni, cheer, chan, vip, sub, plain = got
+    assert (ronni.moderator, ronni.priority, ronni.author_id, ronni.handle.msg_id) == (True, MODERATOR, "1337", "m1")
+    assert (cheer.paid, cheer.paid_label, cheer.priority) == (350.0, "350 bits", PAID)
+    assert chan.moderator and chan.channel == "chan"
+    assert (vip.moderator, vip.priority) == (False, REGULAR)
+    assert sub.priority == PAID and sub.paid_label == "Tier 1 resub, 12 months"
+    assert plain.priority == REGULAR and plain.who == "twitch:10"
+    assert adapter.bad_lines >= 4
+    assert server.lines("PONG")[0][2] == "PONG :tmi.twitch.tv"
+    sent = [line for _, _, line in server.received]
+    assert sent[:4] == ["CAP REQ :twitch.tv/tags twitch.tv/commands", f"PASS oauth:{TOKEN}", "NICK tessbot",
+                        "USER tessbot 0 * :tessbot"]
+    assert "JOIN #chan" in sent
+    assert TOKEN not in caplog.text and "PASS oauth:***" in caplog.text
+
+
+def test_dropped_connection_reconnects_and_misses_nothing_after(fake, cert, token, caplog):
+    """Drop mid-line, then a server RECONNECT: every message sent after each rejoin arrives, in order."""
+    caplog.set_level(logging.INFO)
+    server = fake(cert=cert)
+    adapter = TwitchAdapter(options(server.port, tls=True, ca_file=str(cert[0])))
+    numbered = iter(range(1000))
+    with running(adapter) as got:
+        first = server.joined(1)
+        for i in [next(numbered) for _ in range(10)]:
+            first.send(chat_line(f"question {i}", f"id=q{i};user-id={i}"))
+        first.send(b"@id=lost :cut!cut@cut PRIVMSG #chan :this line is cut in the mid")  # no CR LF
+        wait_for(lambda: len(got) >= 10, what="the first ten")
+        first.drop()
+        second = server.joined(2)
+        for i in [next(numbered) for _ in range(30)]:
+            second.send(chat_line(f"question {i}", f"id=q{i};user-id={i}"))
+        second.send(":tmi.twitch.tv RECONNECT")
+        third = server.joined(3)
+        for i in [next(numbered) for _ in range(30)]:
+            third.send(chat_line(f"question {i}", f"id=q{i};user-id={i}"))
+        wait_for(lambda: len(got) >= 70, what="all 70 questions")
+        time.sleep(0.2)
+    assert [m.text for m in got] == [f"question {i}" for i in range(70)]
+    assert len(server.conns) == 3
+    drops = [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()]
+    assert len(drops) == 2 and "closed the connection" in drops[0] and "asked to reconnect" in drops[1]
+    assert any("back after 1 attempt" in r.getMessage() for r in caplog.records)
+
+
+def test_answers_keep_to_the_send_budget(fake, token):
+    """3 lines per 1 s window: no window at the server ever holds more; threaded replies; long ones split."""
+    server = fake()
+    adapter = TwitchAdapter(options(server.port, reply_in_chat=True, messages_per_window=3, window_seconds=1.0,
+                                    channel_gap_seconds=0, reply_queue=20))
+    with running(adapter) as got:
+        server.joined(1).send(chat_line("tell me everything", "id=parent-1;user-id=5;display-name=Asker",
+                                        nick="asker"))
+        wait_for(lambda: got, what="the question")
+        assert all(adapter.reply(got[0], f"answer {i}") for i in range(9))
+        long_answer = " ".join(f"sentence{i} goes on" for i in range(80))  # about 1400 characters
+        assert adapter.reply(got[0], long_answer)
+        wait_for(lambda: adapter.sent >= 12 and adapter.waiting == 0, timeout=30, what="all chat lines")
+        wait_for(lambda: len(server.privmsgs()) == adapter.sent, what="the server to read them")
+    lines = server.privmsgs()
+    assert len(lines) >= 12  # 9 short answers and the long one in 3 or more lines
+    times = [t for t, _ in lines]
+    slack = 0.2  # the server's clock reads lines a little after the client's budget counted them
+    assert all(times[i + 3] - times[i] >= 1.0 - slack for i in range(len(times) - 3)), times
+    texts = [parse_line(line) for _, line in lines]
+    assert all(m.tags == {"reply-parent-msg-id": "parent-1"} and m.params[0] == "#chan" for m in texts)
+    assert [m.text for m in texts[:9]] == [f"answer {i}" for i in range(9)]
+    assert all(len(m.text) <= 500 for m in texts[9:]) and " ".join(m.text for m in texts[9:]) == long_answer
+
+
+def test_full_reply_queue_drops_and_moderator_budget_applies(fake, token, caplog):
+    server = fake()
+    adapter = TwitchAdapter(options(server.port, reply_in_chat=True, messages_per_window=1, window_seconds=60,
+                                    reply_queue=3))
+    with running(adapter) as got:
+        server.joined(1).send(chat_line("q", "id=p;user-id=5"))
+        wait_for(lambda: got, what="the question")
+        assert adapter.reply(got[0], "first")
+        wait_for(lambda: server.privmsgs(), what="the first answer")
+        assert [adapter.reply(got[0], f"more {i}") for i in range(4)] == [True, True, True, False]
+        assert adapter.waiting == 3 and adapter.dropped_replies == 1
+    assert "dropped" in caplog.text and len(server.privmsgs()) == 1
+
+    mod_server = fake(bot_badges="moderator/1")
+    adapter = TwitchAdapter(options(mod_server.port, reply_in_chat=True, messages_per_window=1,
+                                    privileged_messages_per_window=4, window_seconds=60, reply_queue=10))
+    with running(adapter) as got:
+        mod_server.joined(1).send(chat_line("q", "id=p;user-id=5"))
+        wait_for(lambda: got, what="the question")
+        for i in range(6):
+            assert adapter.reply(got[0], f"mod answer {i}")
+        wait_for(lambda: len(mod_server.privmsgs()) >= 4, what="four answers as moderator")
+        wait_for(lambda: adapter.waiting == 2, what="two answers left waiting")
+    assert [parse_line(line).text for _, line in mod_server.privmsgs()] == [f"mod answer {i}" for i in range(4)]
+
+
+def test_anonymous_reads_and_never_sends(fake, monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    server = fake()
+    adapter = TwitchAdapter(options(server.port, reply_in_chat=True))
+    with running(adapter) as got:
+        server.joined(1).send(chat_line("hi"))
+        wait_for(lambda: got, what="a message")
+        assert adapter.reply(got[0], "hello") is False
+    sent = [line for _, _, line in server.received]
+    assert "NICK justinfan12345" in sent and not any(line.startswith("PASS") for line in sent)
+
+
+def test_refused_login_is_logged_without_the_token(fake, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv(ENV, "oauth:wrongtoken0123456789abcdefgh")
+    server = fake()
+    adapter = TwitchAdapter(options(server.port))
+    with running(adapter):
+        wait_for(lambda: len(server.conns) >= 3, what="three login attempts")
+    assert "login refused" in caplog.text and ENV in caplog.text
+    assert "wrongtoken" not in caplog.text
+    assert sum("disconnected" in r.getMessage() for r in caplog.records) == 1  # once per state change
+
+
+def test_stop_returns_promptly_whatever_it_is_doing(fake, token):
+    """Connected; backing off from a closed port; stuck in a TLS handshake nobody answers."""
+    server = fake()
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts TCP (backlog), never speaks
+    closed_port = free_port()
+    cases = {"connected": options(server.port),
+             "backing off": options(closed_port, reconnect_seconds=60, reconnect_max_seconds=60),
+             "handshake": options(silent.getsockname()[1], tls=True)}
+    try:
+        for what, opts in cases.items():
+            adapter = TwitchAdapter(opts)
+            thread = threading.Thread(target=adapter.run, args=(lambda m: None,), daemon=True)
+            thread.start()
+            if what == "connected":
+                server.joined(1)
+            else:
+                time.sleep(0.3)
+            adapter.stop()
+            thread.join(5)
+            assert not thread.is_alive(), f"run() still running 5 s after stop() while {what}"
+    finally:
+        silent.close()
+
+
+# --- against a real IRC server ---------------------------------------------------------------
+class Ngircd:
+    """ngircd in the foreground on a free port, ended by its PID."""
+
+    def __init__(self, root: Path, password: str) -> None:
+        self.port = free_port()
+        self.conf = root / "ngircd.conf"
+        self.conf.write_text(
+            "[Global]\nName = irc.local\nInfo = test\nAdminInfo1 = t\nAdminInfo2 = t\nAdminEMail = t@localhost\n"
+            f"Password = oauth:{password}\nListen = 127.0.0.1\nPorts = {self.port}\n"
+            "[Limits]\nMaxPenaltyTime = 0\n[Options]\nPAM = no\nDNS = no\nIdent = no\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([NGIRCD, "-n", "-f", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+        def accepting() -> bool:
+            assert self.proc.poll() is None, "ngircd exited"
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            return False
+        wait_for(accepting, 10, "ngircd's port")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+
+class Viewer:
+    """A plain IRC client: the viewer typing in chat."""
+
+    def __init__(self, port: int, nick: str = "viewer") -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        self.send(f"PASS oauth:{TOKEN}", f"NICK {nick}", f"USER {nick} 0 * :{nick}", "JOIN #talk")
+        self.expect(lambda line: " 366 " in line)  # end of NAMES: we are in #talk
+
+    def send(self, *lines: str) -> None:
+        self.sock.sendall("".join(f"{line}\r\n" for line in lines).encode())
+
+    def expect(self, test, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            while b"\n" in self.buf:
+                raw, self.buf = self.buf.split(b"\n", 1)
+                line = raw.decode(errors="replace").rstrip("\r")
+                if line.startswith("PING"):
+                    self.send("PONG" + line[4:])
+                elif test(line):
+                    return line
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                data = self.sock.recv(65536)
+                assert data, "ngircd closed the viewer's connection"
+                self.buf += data
+        raise AssertionError("the expected line never came")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def ngircd(tmp_path):
+    if not Path(NGIRCD).exists():
+        pytest.skip("ngircd is not installed (apt-get install ngircd; scripts/setup.sh test does it)")
+    server = Ngircd(tmp_path, TOKEN)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_plain_irc_chat_in_and_answers_out_through_ngircd(ngircd, token, caplog):
+    caplog.set_level(logging.INFO)
+    adapter = TwitchAdapter(options(ngircd.port, channels=["#talk"], reply_in_chat=True))
+    viewer = Viewer(ngircd.port)
+    try:
+        with running(adapter) as got:
+            viewer.expect(lambda line: line.startswith(":tessbot!") and " JOIN " in line)
+            viewer.send("PRIVMSG #talk :what do you think of IRC?")
+            wait_for(lambda: got, what="the viewer's message")
+            m = got[0]
+            assert (m.platform, m.channel, m.author, m.text, m.moderator, m.priority) == \
+                ("twitch", "talk", "viewer", "what do you think of IRC?", False, REGULAR)
+            assert adapter.reply(m, "It is older than I am.")
+            answer = viewer.expect(lambda line: " PRIVMSG #talk " in line)
+    finally:
+        viewer.close()
+    assert answer.startswith(":tessbot!") and answer.endswith(":@viewer It is older than I am.")
+    assert "does not offer Twitch's tags" in caplog.text  # ngircd NAKed the CAP and the adapter went on
+    assert TOKEN not in caplog.text
+
+
+def test_ngircd_restart_reconnects_and_misses_nothing(ngircd, token):
+    adapter = TwitchAdapter(options(ngircd.port, channels=["talk"]))
+    with running(adapter) as got:
+        viewer = Viewer(ngircd.port)
+        viewer.expect(lambda line: line.startswith(":tessbot!") and " JOIN " in line)
+        viewer.send("PRIVMSG #talk :before the restart")
+        wait_for(lambda: got, what="the first message")
+        viewer.close()
+        ngircd.stop()
+        ngircd.start()
+        viewer = Viewer(ngircd.port)
+        try:
+            viewer.expect(lambda line: line.startswith(":tessbot!") and " JOIN " in line)
+            viewer.send(*(f"PRIVMSG #talk :after {i}" for i in range(50)))
+            wait_for(lambda: len(got) >= 51, what="all 50 messages after the restart")
+        finally:
+            viewer.close()
+    assert [m.text for m in got] == ["before the restart"] + [f"after {i}" for i in range(50)]
