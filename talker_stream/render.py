@@ -17,7 +17,8 @@ from . import registry
 from .audio import read_audio
 from .clock import MediaClock
 from .config import Settings
-from .errors import InputError
+from .errors import EngineUnavailable, InputError
+from .face import hears_speech, render_frame
 from .face.expression import Expression
 from .media import Sentence, SpeechSegment
 from .portrait import load_portrait
@@ -65,7 +66,14 @@ def _non_empty(sentences: Iterator[Sentence]) -> Iterator[Sentence]:
 
 
 def face_engine(settings: Settings):
-    return registry.load("face", settings.face.engine)()
+    """The configured face engine, given its [face.NAME] options when it declares any."""
+    name = settings.face.engine
+    cls = registry.load("face", name)
+    why = cls.check() if hasattr(cls, "check") else None
+    if why:
+        raise EngineUnavailable(f"face engine {name!r} cannot run here: {why}")
+    options = settings.face.options(name)
+    return cls(options, base_dir=settings.base_dir) if options is not None else cls()
 
 
 def render(
@@ -115,7 +123,7 @@ def _speech(settings: Settings, clock: MediaClock, text, audio) -> tuple[Iterato
 
 def _encode(settings, engine, avatar, portrait, clock, output, segments, unit, progress) -> int:
     """Pull the timeline frame by frame into the mp4; returns the number of frames."""
-    timeline = Timeline(clock, Expression(settings.face.expression))
+    timeline = Timeline(clock, Expression(settings.face.expression), listener=engine if hears_speech(engine) else None)
     r = settings.render
     done = 0
     h, w = portrait.shape[:2]
@@ -125,7 +133,7 @@ def _encode(settings, engine, avatar, portrait, clock, output, segments, unit, p
         def emit(count: int) -> None:
             for _ in range(count):
                 plan = timeline.next_frame()
-                engine.render(avatar, plan.params, out=frame)
+                render_frame(engine, avatar, plan.params, frame, plan.index)
                 writer.write(frame, plan.audio, plan.pts)
 
         for seg in segments:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .clock import MediaClock
+from .face import SpeechListener
 from .face.expression import Expression
 from .face.params import FaceParams
 from .face.visemes import MouthTrack, mouth_track
@@ -65,9 +66,11 @@ class _Placed:
 
 
 class Timeline:
-    def __init__(self, clock: MediaClock, expression: Expression | None = None) -> None:
+    def __init__(self, clock: MediaClock, expression: Expression | None = None, listener: SpeechListener | None = None):
+        """*listener*: a face engine that wants the speech itself (see talker_stream.face.SpeechListener)."""
         self.clock = clock
         self.expression = expression or Expression()
+        self.listener = listener
         self.playhead = 0  # index of the next frame to pull
         self._queue: deque[_Placed] = deque()
         self._mood = "neutral"
@@ -101,6 +104,8 @@ class Timeline:
         centres = (bounds[:-1] + bounds[1:]) / 2
         track = mouth_track(audio, clock.sample_rate, centres, segment.audio.phonemes)
         self._queue.append(_Placed(segment, first, n, audio, track))
+        if self.listener is not None:
+            self.listener.speech_placed(first, audio, clock)  # before any of its frames is pulled
 
     def next_frame(self) -> FramePlan:
         """The frame at the playhead; advances it by one."""
@@ -190,4 +195,6 @@ class Timeline:
             self._fade = tail * np.linspace(1.0, 0.0, len(tail), dtype=np.float32)
             self._release = (self._last_jaw, RELEASE_FRAMES)
         self._queue.clear()
+        if self.listener is not None:
+            self.listener.speech_cut(k)
         return spoken
