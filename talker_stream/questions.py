@@ -27,6 +27,7 @@ users, the answered-recently memory by a short window and a ring.
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import math
 import re
@@ -43,39 +44,75 @@ from .moderation import Moderator
 
 log = logging.getLogger(__name__)
 
-COMPARE_CHARS = 200  # near-duplicate checks look at this much of each question (difflib is quadratic)
+COMPARE_CHARS = 200  # near-duplicate checks look at this much of each question
 MAX_ASKERS_KEPT = 32  # who asked a merged question: the count goes on, the names stop here
 RECENT_SECONDS = 30.0  # a repeat of a question answered this recently is merged into that answer
 RECENT_KEPT = 16
 MAX_USERS_TRACKED = 20000  # per-user rate-limit state; the least recently seen go first
+SPELLING_RATIO = 0.8  # two words of 4+ letters this alike are one word spelt two ways (colour, color)
 
 _TOKEN = re.compile(r"[\u2e80-\u9fff\u3040-\u30ff\uac00-\ud7af\uf900-\ufaff]|[^\W_]+")
 _REPEATS = re.compile(r"([^\W\d_])\1+")  # stretched letters; digits stay as written
+_CONTRACTION = re.compile(r"\b(can|won|ain)['’]t\b|n['’]t\b|(?<=\w)['’](s|re|m|ll|ve|d)\b")
+_LONG_FORMS = {"can": "can not", "won": "will not", "ain": "is not", "s": " is", "re": " are", "m": " am",
+               "ll": " will", "ve": " have", "d": " would"}
+# chat spellings, written out (after stretched letters are folded: "whats" stays, "doesnt" -> "desnt")
+_CHAT_WORDS = {"whats": "what is", "hows": "how is", "wheres": "where is", "whos": "who is", "thats": "that is",
+               "im": "i am", "youre": "you are", "ur": "your", "u": "you", "r": "are", "dont": "do not",
+               "cant": "can not", "cannot": "can not", "wont": "will not", "isnt": "is not", "pls": "please",
+               "plz": "please", "desnt": "does not", "didnt": "did not", "ya": "you", "wat": "what"}
 
 
 def normalise(text: str) -> str:
-    """Text as a duplicate check sees it: case, width, accents of emphasis, punctuation,
-    emoji and stretched letters ("sooo coool!!!") folded away; CJK characters kept one by one."""
+    """Text as a duplicate check sees it: case, width, punctuation, emoji and stretched
+    letters ("sooo coool!!!") folded away, contractions and chat spellings written out
+    ("what's", "whats" -> "what is"); CJK characters kept one by one."""
     text = unicodedata.normalize("NFKC", text[: COMPARE_CHARS * 2]).casefold()
-    return " ".join(_REPEATS.sub(r"\1", t) for t in _TOKEN.findall(text))[:COMPARE_CHARS]
+    text = _CONTRACTION.sub(lambda m: _LONG_FORMS[m.group(1) or m.group(2)] if m.group(1) or m.group(2) else " not",
+                           text)
+    words = (_REPEATS.sub(r"\1", t) for t in _TOKEN.findall(text))
+    return _REPEATS.sub(r"\1", " ".join(_CHAT_WORDS.get(w, w) for w in words))[:COMPARE_CHARS]
 
 
-def similarity(a: str, b: str, a_tokens: frozenset | None = None, b_tokens: frozenset | None = None) -> float:
-    """The higher of token-set Jaccard (word order, extra words) and difflib's ratio on the
-    normalised strings (contractions and typos: "whats" vs "what is")."""
-    if a == b:
-        return 1.0
+def similarity(a: str, b: str, a_tokens: frozenset | None = None, b_tokens: frozenset | None = None,
+               floor: float = 0.0) -> float:
+    """Token-set Jaccard, counting two longer words spelt nearly alike as the same word.
+
+    Word sets rather than characters: "what is your name" and "what is your game" differ by
+    one letter but are different questions, while "how old are you" and "tess how old are
+    you" are the same one. With a *floor*, only whether it is reached is exact: below it,
+    or once it is reached, the search for respellings stops."""
     ta = a_tokens if a_tokens is not None else frozenset(a.split())
     tb = b_tokens if b_tokens is not None else frozenset(b.split())
-    jaccard = len(ta & tb) / len(ta | tb) if ta or tb else 0.0
-    return max(jaccard, _ratio(a, b, jaccard))
+    na, nb = len(ta), len(tb)
+    if not na or not nb or min(na, nb) < floor * max(na, nb):
+        return 0.0  # the sizes alone rule it out
+    same = len(ta & tb)
+    if floor and same >= floor * (na + nb - same):
+        return same / (na + nb - same)  # similar enough already
+    # only words of 4+ letters can be respellings of each other: can they close the gap?
+    only_a = [w for w in ta - tb if len(w) >= 4]
+    only_b = [w for w in tb - ta if len(w) >= 4]
+    most = same + min(len(only_a), len(only_b))
+    if most < floor * (na + nb - most):
+        return same / (na + nb - same)
+    only_a.sort()
+    only_b.sort()
+    for w in only_a:
+        for v in only_b:
+            if _respelt(w, v):
+                same += 1
+                only_b.remove(v)
+                break
+    return same / (na + nb - same)
 
 
-def _ratio(a: str, b: str, floor: float) -> float:
-    m = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    if m.real_quick_ratio() <= floor or m.quick_ratio() <= floor:
-        return 0.0  # cannot beat what we already have: skip the quadratic part
-    return m.ratio()
+@functools.lru_cache(maxsize=4096)  # chat repeats its words: most pairs were seen a moment ago
+def _respelt(w: str, v: str) -> bool:
+    if abs(len(v) - len(w)) > 2:
+        return False
+    m = difflib.SequenceMatcher(None, w, v)
+    return m.quick_ratio() >= SPELLING_RATIO and m.ratio() >= SPELLING_RATIO
 
 
 @dataclass
@@ -107,13 +144,11 @@ class Queued:
 
     @property
     def label(self) -> str:
-        """The caption: ``NAME asks: ...``, ``NAME +3 asks: ...``, ``NAME (500 bits) asks: ...``."""
+        """The caption: ``NAME asks: ...``, ``NAME +3 asks: ...``, ``NAME asks: ... (500 bits)``."""
         name = self.author or "Someone"
         if self.askers > 1:
             name += f" +{self.askers - 1}"
-        if self.paid_label:
-            name += f" ({self.paid_label})"
-        return f"{name} asks: {self.text}"
+        return f"{name} asks: {self.text}" + (f" ({self.paid_label})" if self.paid_label else "")
 
     def rank(self) -> tuple:
         """Smaller is answered sooner: priority, then age, then arrival order."""
@@ -231,9 +266,11 @@ class QuestionQueue:
         best, best_sim = None, self.threshold
         recent = [q for q in self._recent if q.taken_at is not None and now - q.taken_at <= RECENT_SECONDS]
         for q in (*self._items, *recent):
+            if q.key == key:
+                return q
             if not q.tokens & tokens:
-                continue  # not a word in common: not the same question (and no difflib to pay for)
-            s = similarity(key, q.key, tokens, q.tokens)
+                continue  # not a word in common: not the same question
+            s = similarity(key, q.key, tokens, q.tokens, best_sim)
             if s >= best_sim:
                 best, best_sim = q, s
         return best
