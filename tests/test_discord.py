@@ -347,3 +347,74 @@ def test_voice_question_answer_and_barge_in(fake, tls_cert, voice_settings):
             assert run.next(timeout=60).text  # and the interruption itself is heard as a question
     finally:
         voice.stop()
+
+
+@pytest.mark.slow
+def test_e2ee_channel_that_cannot_be_decrypted_is_reported(fake, tls_cert, voice_settings):
+    """The voice server announces DAVE (end-to-end encryption) but no MLS group forms, and
+    Alice's frames arrive DAVE-encrypted (opaque bytes ending in DAVE's 0xFAFA marker, made by
+    the fake: a real DAVE frame needs the group's keys). The bot must say so in the text
+    channel and the log, not sit there deaf."""
+    from discord_fake import FakeVoice
+
+    voice = FakeVoice(fake, *tls_cert, dave_version=1).start()
+    adapter = DiscordAdapter(Options(guilds=[GUILD_ID]), settings=voice_settings, client_options=_trusting(tls_cert[0]))
+    try:
+        with Running(adapter) as run:
+            assert _join(fake, run).startswith("Listening in Lounge")
+            assert voice.session_ready.wait(10)
+            fake.wait_for(lambda: voice.binary_frames >= 1)  # discord.py offered its MLS key package
+            voice.speaking(ALICE_ID, ALICE_SSRC)
+            frames = [bytes([i % 251]) * 60 + b"\x00\x00\x00\x00\xfa\xfa" for i in range(60)]
+            voice.send_opus(ALICE_SSRC, frames, pace=0.005)
+            post = fake.wait_for(lambda: [p for p in fake.posted if "end-to-end encryption" in p["content"]])
+            assert post[0]["channel_id"] == str(TEXT_ID) and "Lounge" in post[0]["content"]
+            assert run.messages.empty()
+        assert len([p for p in fake.posted if "end-to-end" in p["content"]]) == 1  # said once, not per packet
+    finally:
+        voice.stop()
+
+
+def test_join_without_opus_library_says_why(fake, monkeypatch, logs):
+    """libopus missing (simulated: discord.py's loader fails as it does without the library):
+    /join answers with the fix instead of joining, and the log says it too."""
+    def no_opus(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(discord.opus, "is_loaded", lambda: False)
+    monkeypatch.setattr(discord.opus, "load_opus", no_opus)
+    adapter = DiscordAdapter(Options(guilds=[GUILD_ID]))
+    with Running(adapter) as run:
+        reply = _join(fake, run)
+        assert "libopus0" in reply and reply.startswith("I can't join voice")
+        assert not adapter.sessions and not fake.voice_requests  # never tried to connect
+    assert any("libopus0" in line for line in logs.lines)
+
+
+def test_join_outside_a_voice_channel(fake):
+    fake.voice_members = ()
+    with Running(DiscordAdapter(Options(guilds=[GUILD_ID]))) as run:
+        assert _join(fake, run) == "Join a voice channel first, then use /join."
+
+
+def test_speech_source_frames_and_cancel():
+    """SpeechSource hands discord.py's player exact 20 ms frames, pads while synthesis is
+    behind, ends after the last frame, and ends at once when cancelled (barge-in)."""
+    import numpy as np
+    from talker_stream_discord.audio import FRAME_BYTES, SILENCE, SpeechSource, from_discord
+
+    src = SpeechSource(max_seconds=1.0)
+    assert src.read() == SILENCE  # nothing synthesised yet: silence, not the end
+    tone = 0.5 * np.sin(np.arange(48000 // 2) * 2 * np.pi * 440 / 48000).astype(np.float32)  # 0.5 s
+    assert src.feed(tone)
+    src.finish()
+    frames = []
+    while frame := src.read():
+        frames.append(frame)
+    assert all(len(f) == FRAME_BYTES for f in frames) and len(frames) == 25
+    back = from_discord(b"".join(frames))
+    assert np.allclose(back, tone, atol=1e-3)
+    src2 = SpeechSource()
+    src2.feed(tone)
+    src2.cancel()
+    assert src2.read() == b"" and src2.feed(tone) is False

@@ -141,9 +141,12 @@ class BilibiliAdapter(AsyncAdapter):
 
     async def _heartbeats(self, ws: Any) -> None:
         packet = protocol.heartbeat_packet()
-        while not ws.closed:
-            await ws.send_bytes(packet)
-            await asyncio.sleep(self.options.heartbeat_seconds)
+        try:
+            while not ws.closed:
+                await ws.send_bytes(packet)
+                await asyncio.sleep(self.options.heartbeat_seconds)
+        except (OSError, RuntimeError):  # the socket went away under us: the reader notices and reconnects
+            return
 
     # -- packets ------------------------------------------------------------------------
     def _handle(self, data: bytes, backoff: Backoff) -> bool:

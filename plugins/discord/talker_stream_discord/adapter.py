@@ -40,6 +40,7 @@ class Options:
     token_env: str = "DISCORD_BOT_TOKEN"  # environment variable holding the bot token
     guilds: list = opt([])  # server (guild) ids where /ask, /join and /leave are registered; [] = everywhere (global commands take up to an hour to appear)
     mentions: bool = True  # answer messages that @mention the bot
+    reply_in_chat: bool = True  # post answers (and speak voice answers); off = questions only, answered on stream
     voice: bool = True  # offer /join and /leave (needs PyNaCl, davey, libopus)
     reconnect_seconds: float = opt(2.0, 0.1, 300.0)  # first retry when the client gives up; doubles up to 5 minutes
     reply_timeout: float = opt(30.0, 1.0, 600.0)  # reply() waits this long for Discord before returning False
