@@ -262,7 +262,6 @@ class DiscordAdapter:
             except discord.HTTPException as exc:  # the interaction token lasts 15 minutes
                 log.info("discord: /ask follow-up failed (%s); answering in the channel", exc.status)
                 handle = handle.interaction.channel
-                chunks = [f"{chunks[0]}"] + chunks[1:]
         if isinstance(handle, discord.Message):
             ref = handle.to_reference(fail_if_not_exists=False)
             await handle.channel.send(chunks[0], reference=ref, mention_author=False, allowed_mentions=NO_PINGS)
