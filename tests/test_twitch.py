@@ -86,6 +86,7 @@ class FakeTwitch:
     def __init__(self, cert: tuple[Path, Path] | None = None, token: str = TOKEN, bot_badges: str = "") -> None:
         self.token = token
         self.bot_badges = bot_badges  # what USERSTATE says about the bot, e.g. "moderator/1"
+        self.answer_pings = True  # False: a link that went silent (half-open TCP)
         self.ctx = None
         if cert:
             self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -145,7 +146,7 @@ class FakeTwitch:
                 conn.send(f"@emote-only=0;followers-only=-1;r9k=0;room-id=1;slow=0;subs-only=0 "
                           f":tmi.twitch.tv ROOMSTATE {channel}")
             conn.joined.set()
-        elif word == "PING":
+        elif word == "PING" and self.answer_pings:
             conn.send(f":tmi.twitch.tv PONG tmi.twitch.tv {rest}")
 
     def joined(self, number: int, timeout: float = 15.0) -> Conn:
@@ -388,6 +389,21 @@ def test_full_reply_queue_drops_and_moderator_budget_applies(fake, token, caplog
         wait_for(lambda: len(mod_server.privmsgs()) >= 4, what="four answers as moderator")
         wait_for(lambda: adapter.waiting == 2, what="two answers left waiting")
     assert [parse_line(line).text for _, line in mod_server.privmsgs()] == [f"mod answer {i}" for i in range(4)]
+
+
+def test_a_silent_link_is_noticed_by_our_ping(fake, token):
+    """The server stops answering (as a half-open connection would): PING, no PONG, reconnect."""
+    server = fake()
+    server.answer_pings = False
+    adapter = TwitchAdapter(options(server.port, keepalive_seconds=1.0))
+    with running(adapter) as got:
+        server.joined(1)
+        second = server.joined(2)
+        server.answer_pings = True
+        second.send(chat_line("still there?"))
+        wait_for(lambda: got, what="a message on the new connection")
+    assert [n for _, n, line in server.received if line.startswith("PING")][:1] == [1]
+    assert got[0].text == "still there?"
 
 
 def test_anonymous_reads_and_never_sends(fake, monkeypatch):

@@ -216,9 +216,11 @@ class TwitchAdapter(AsyncAdapter):
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._writer = None
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            if self.stopping:  # a polite close; otherwise the peer is gone or going (TLS would wait for it)
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+            writer.transport.abort()
         return reason, joined.is_set()
 
     @staticmethod
