@@ -266,6 +266,22 @@ def test_send_budget_is_a_sliding_window_per_role():
     assert b2.wait("c", True, 0.25) == 0  # moderators are exempt
 
 
+def test_bad_settings_say_what_to_fix(tmp_path, monkeypatch):
+    from talker_stream.errors import ConfigError
+
+    monkeypatch.delenv(ENV, raising=False)
+    with pytest.raises(ConfigError, match="no channel given"):
+        TwitchAdapter(options(1, channels=[]))
+    with pytest.raises(ConfigError, match="bad channel"):
+        TwitchAdapter(options(1, channels=["two words"]))
+    with pytest.raises(ConfigError, match="ca_file"):
+        TwitchAdapter(options(1, tls=True, ca_file=str(tmp_path / "missing.pem")))
+    monkeypatch.setenv(ENV, TOKEN)
+    with pytest.raises(ConfigError, match="nick must be the login") as err:
+        TwitchAdapter(options(1, nick=""))
+    assert TOKEN not in str(err.value)
+
+
 # --- against the fake Twitch ----------------------------------------------------------------
 def test_tagged_chat_over_tls_becomes_chat_messages(fake, cert, token, caplog):
     """Badges, bits, display names, a resub with a message; junk in between changes nothing."""

@@ -86,6 +86,14 @@ def _channels(names: list) -> list[str]:
     return list(dict.fromkeys(n.lstrip("#").lower() for n in names))
 
 
+def _tls_context(o: TwitchOptions, base_dir: Path | None) -> ssl.SSLContext:
+    ca_file = Path(base_dir or ".") / o.ca_file if o.ca_file else None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"adapters.twitch.ca_file: cannot use {ca_file}: {exc}") from None
+
+
 class TwitchAdapter(AsyncAdapter):
     """The ``twitch`` chat adapter (contract: talker_stream.adapters)."""
 
@@ -110,7 +118,7 @@ class TwitchAdapter(AsyncAdapter):
         if wanted and not self._token:
             log.warning("twitch: answers in chat need a token in %s (scopes chat:read chat:edit); reading only",
                         o.token_env)
-        self._ca_file = str(Path(base_dir or ".") / o.ca_file) if o.ca_file else None
+        self._ssl = _tls_context(o, base_dir) if o.tls else None
         self._budget = SendBudget(o.messages_per_window, o.privileged_messages_per_window,
                                   o.window_seconds, o.channel_gap_seconds)
         self._out: deque[_Line] = deque()  # bounded by reply_queue in reply()
@@ -172,7 +180,8 @@ class TwitchAdapter(AsyncAdapter):
             delay = 0.0 if reason == RECONNECT and not backoff.failures else backoff.next() * random.uniform(0.5, 1)
             self._failures += 1
             # one line per state change (say() drops repeats); each retry at debug level
-            self.say("disconnected, reconnecting with back-off", logging.WARNING, reason)
+            self.say("disconnected, reconnecting with back-off", logging.INFO if reason == RECONNECT
+                     else logging.WARNING, reason)
             log.debug("twitch: retry %d in %.2f s (%s)", self._failures, delay, reason)
             if await self.sleep(delay):
                 return
@@ -183,13 +192,10 @@ class TwitchAdapter(AsyncAdapter):
             self._warned.add(key)
             log.warning(msg, *args)
 
-    def _ssl(self) -> ssl.SSLContext | None:
-        return ssl.create_default_context(cafile=self._ca_file) if self.options.tls else None
-
     async def _session(self) -> tuple[str, bool]:
         """One connection, from connect to its end: why it ended, and whether it joined."""
         o = self.options
-        ctx = self._ssl()
+        ctx = self._ssl
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(o.host, o.port, ssl=ctx, server_hostname=o.host if ctx else None),
