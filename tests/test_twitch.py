@@ -301,7 +301,7 @@ def test_tagged_chat_over_tls_becomes_chat_messages(fake, cert, token, caplog):
                             nick="chan"))
         conn.send(chat_line("hi VIP here", "badges=vip/1;display-name=Vippy;user-id=8", nick="vippy"))
         conn.send(chat_line("Loved the stream for a year!", "badges=subscriber/12;display-name=Subby;"
-                            "msg-id=resub;msg-param-cumulative-months=12;msg-param-sub-plan=1000;user-id=9",
+                            "id=n1;msg-id=resub;msg-param-cumulative-months=12;msg-param-sub-plan=1000;user-id=9",
                             nick="subby", command="USERNOTICE"))
         conn.send(chat_line("", "msg-id=raid;display-name=Raider;msg-param-viewerCount=50", nick="raider",
                             command="USERNOTICE"))
@@ -316,7 +316,7 @@ def test_tagged_chat_over_tls_becomes_chat_messages(fake, cert, token, caplog):
     assert (cheer.paid, cheer.paid_label, cheer.priority) == (350.0, "350 bits", PAID)
     assert chan.moderator and chan.channel == "chan"
     assert (vip.moderator, vip.priority) == (False, REGULAR)
-    assert sub.priority == PAID and sub.paid_label == "Tier 1 resub, 12 months"
+    assert sub.priority == PAID and sub.paid_label == "Tier 1 resub, 12 months" and sub.handle.msg_id == ""
     assert plain.priority == REGULAR and plain.who == "twitch:10"
     assert adapter.bad_lines >= 4
     assert server.lines("PONG")[0][2] == "PONG :tmi.twitch.tv"

@@ -96,7 +96,9 @@ def to_chat_message(msg: IrcMessage, max_chars: int = MAX_CHAT_CHARS) -> ChatMes
         return None
     login = (tags.get("login") or msg.nick).lower()
     author = clean(tags.get("display-name") or login or "someone", MAX_NAME_CHARS)
-    handle = TwitchHandle(channel, tags.get("id", ""), login, frozenset(badges(tags)))
+    # Twitch threads replies under chat messages only, not under sub notices
+    msg_id = tags.get("id", "") if msg.command == "PRIVMSG" else ""
+    handle = TwitchHandle(channel, msg_id, login, frozenset(badges(tags)))
     return ChatMessage(platform="twitch", channel=channel, author=author, text=text,
                        author_id=tags.get("user-id", "") or login, paid=paid, paid_label=label,
                        moderator=is_moderator(tags), handle=handle)
