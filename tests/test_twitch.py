@@ -30,10 +30,10 @@ from services import free_port
 from talker_stream.adapters import MODERATOR, PAID, REGULAR
 
 twitch = pytest.importorskip("talker_stream_twitch")
-from talker_stream_twitch import TwitchAdapter, TwitchOptions  # noqa: E402
-from talker_stream_twitch.chat import chunks  # noqa: E402
-from talker_stream_twitch.irc import LineBuffer, format_line, parse_line, unescape_tag  # noqa: E402
-from talker_stream_twitch.ratelimit import SendBudget  # noqa: E402
+from talker_stream_twitch import TwitchAdapter, TwitchOptions
+from talker_stream_twitch.chat import chunks
+from talker_stream_twitch.irc import LineBuffer, format_line, parse_line, unescape_tag
+from talker_stream_twitch.ratelimit import SendBudget
 
 NGIRCD = shutil.which("ngircd") or "/usr/sbin/ngircd"
 TOKEN = "s3cr3t0123456789abcdefghijklm"  # what a Twitch OAuth token looks like (30 chars)
@@ -178,8 +178,8 @@ def chat_line(text: str, tags: str = "", nick: str = "viewer", channel: str = "c
 
 
 def options(port: int, **kw) -> TwitchOptions:
-    base = dict(channels=["chan"], host="127.0.0.1", port=port, tls=False, nick="tessbot", token_env=ENV,
-                reconnect_seconds=0.05, reconnect_max_seconds=0.5)
+    base = {"channels": ["chan"], "host": "127.0.0.1", "port": port, "tls": False, "nick": "tessbot",
+            "token_env": ENV, "reconnect_seconds": 0.05, "reconnect_max_seconds": 0.5}
     return TwitchOptions(**(base | kw))
 
 

@@ -54,7 +54,7 @@ class TwitchOptions:
     channels: list = opt([])  # channels to read, e.g. ["yourchannel"]
     nick: str = ""  # the bot account's login (the token's owner); unused without a token
     token_env: str = "TWITCH_OAUTH_TOKEN"  # environment variable with the OAuth token; unset = read-only
-    reply_in_chat: bool = False  # answer in chat too (needs a token with chat:edit); [chat] reply_in_chat also turns it on
+    reply_in_chat: bool = False  # answer in chat too (needs chat:edit); [chat] reply_in_chat also turns it on
     host: str = "irc.chat.twitch.tv"
     port: int = opt(6697, 1, 65535)
     tls: bool = True
