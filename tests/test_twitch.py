@@ -446,6 +446,27 @@ def test_refused_login_is_logged_without_the_token(fake, monkeypatch, caplog):
     assert sum("disconnected" in r.getMessage() for r in caplog.records) == 1  # once per state change
 
 
+def test_stop_returns_in_the_middle_of_a_flood(fake, token):
+    """stop() lands while lines keep arriving (on Python 3.11 asyncio.wait_for would swallow it)."""
+    server = fake()
+    adapter = TwitchAdapter(options(server.port))
+    with running(adapter) as got:
+        conn = server.joined(1)
+        line = (chat_line("flood " * 20, r"badges=subscriber/1;display-name=Flood\sBot;user-id=3") + "\r\n").encode()
+        flooding = threading.Event()
+
+        def flood() -> None:
+            with contextlib.suppress(OSError):
+                while not server.closed:
+                    conn.send(line * 200)
+                    flooding.set()
+        threading.Thread(target=flood, daemon=True).start()
+        assert flooding.wait(10)
+        wait_for(lambda: len(got) > 1000, what="the flood to arrive")
+    # running() asserts that run() returned after stop()
+    assert all(m.author == "Flood Bot" for m in got[:1000])
+
+
 def test_stop_returns_promptly_whatever_it_is_doing(fake, token):
     """Connected; backing off from a closed port; stuck in a TLS handshake nobody answers."""
     server = fake()

@@ -197,9 +197,9 @@ class TwitchAdapter(AsyncAdapter):
         o = self.options
         ctx = self._ssl
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(o.host, o.port, ssl=ctx, server_hostname=o.host if ctx else None),
-                CONNECT_TIMEOUT)
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                reader, writer = await asyncio.open_connection(o.host, o.port, ssl=ctx,
+                                                               server_hostname=o.host if ctx else None)
         except (OSError, TimeoutError) as exc:
             return f"cannot connect ({exc or type(exc).__name__})", False
         self._writer = writer
@@ -225,7 +225,8 @@ class TwitchAdapter(AsyncAdapter):
             if self.stopping:  # a polite close; otherwise the peer is gone or going (TLS would wait for it)
                 writer.close()
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await writer.wait_closed()
             writer.transport.abort()
         return reason, joined.is_set()
 
@@ -246,14 +247,18 @@ class TwitchAdapter(AsyncAdapter):
         for line in lines:
             log.debug("twitch >> %s", "PASS oauth:***" if line.startswith("PASS ") else line)
         writer.write(b"".join(line.encode("utf-8") + b"\r\n" for line in lines))
-        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await writer.drain()
 
     async def _read(self, reader: asyncio.StreamReader, joined: asyncio.Event) -> str:
+        # asyncio.timeout, never wait_for, around awaits in a loop: on Python 3.11 wait_for
+        # swallows a cancel that lands as its read completes, and stop() would hang forever
         lines = LineBuffer()
         pinged = False
-        while True:
+        while not self.stopping:
             try:
-                data = await asyncio.wait_for(reader.read(65536), self.options.keepalive_seconds)
+                async with asyncio.timeout(self.options.keepalive_seconds):
+                    data = await reader.read(65536)
             except TimeoutError:
                 if pinged:
                     return "no answer to our PING: the link is dead"
@@ -279,6 +284,7 @@ class TwitchAdapter(AsyncAdapter):
                 self.bad_lines += lines.dropped - dropped
                 self._warn_once("overlong", "twitch: dropped a line over %d bytes (further ones silently)",
                                 lines.max_bytes)
+        return "stopped"
 
     async def _handle(self, msg: IrcMessage, joined: asyncio.Event) -> str | None:
         """One line from the server; returns why the session must end, if it must."""
@@ -343,7 +349,7 @@ class TwitchAdapter(AsyncAdapter):
     async def _sender(self, joined: asyncio.Event) -> str:
         """Sends queued chat lines as the budget allows; runs for the whole session."""
         await joined.wait()
-        while True:
+        while not self.stopping:
             line = self._next_line()
             delay = 0.0
             if line is not None:
@@ -356,7 +362,9 @@ class TwitchAdapter(AsyncAdapter):
                     continue
             self._reply_evt.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reply_evt.wait(), delay or None)
+                async with asyncio.timeout(delay or None):
+                    await self._reply_evt.wait()
+        return "stopped"
 
     async def _post(self, line: _Line, privileged: bool) -> None:
         now = time.monotonic()
