@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from talker_stream.clock import MediaClock
-from talker_stream.errors import EngineUnavailable
+from talker_stream.errors import EngineUnavailable, InputError
 from talker_stream.face.animator import MeshAnimator, MeshAvatar
 from talker_stream.face.params import FaceParams
 
@@ -98,8 +98,6 @@ class Wav2LipEngine:
         try:
             crop = FaceCrop.from_landmarks(mesh.face.points, portrait.shape, mesh.face.groups["oval"])
         except ValueError as exc:
-            from talker_stream.errors import InputError
-
             raise InputError(f"{source}: {exc}") from None
         o = self.options
         runner = make_runner(self.model, crop.network_input(portrait), self.device, self.precision, o.backend, o.threads)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import io
-import logging
 import warnings
 from pathlib import Path
 
@@ -27,8 +26,6 @@ from talker_stream.errors import EngineUnavailable
 
 from .crop import HALF
 from .network import ConvBlock, Wav2Lip
-
-log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
