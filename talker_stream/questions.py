@@ -90,9 +90,9 @@ def similarity(a: str, b: str, a_tokens: frozenset | None = None, b_tokens: froz
     same = len(ta & tb)
     if floor and same >= floor * (na + nb - same):
         return same / (na + nb - same)  # similar enough already
-    # only words of 4+ letters can be respellings of each other: can they close the gap?
-    only_a = [w for w in ta - tb if len(w) >= 4]
-    only_b = [w for w in tb - ta if len(w) >= 4]
+    # only words of 4+ letters can be respellings of each other (numbers never): can they close the gap?
+    only_a = [w for w in ta - tb if len(w) >= 4 and w.isalpha()]
+    only_b = [w for w in tb - ta if len(w) >= 4 and w.isalpha()]
     most = same + min(len(only_a), len(only_b))
     if most < floor * (na + nb - most):
         return same / (na + nb - same)

@@ -259,3 +259,31 @@ def test_many_producers_one_consumer(clock):
     assert max(sizes) <= 50
     assert not violations, "a take returned something ranked below what was queued"
     assert {x.priority for x in taken} >= {PAID, MODERATOR, REGULAR}
+
+
+def test_memory_stays_flat_under_a_long_flood(clock):
+    """20 000 messages from 20 000 possible users, a quarter of them repeats: after the
+    first 4 000 the queue's memory (the Python allocations it holds) no longer grows."""
+    import tracemalloc
+
+    q = QuestionQueue(max_size=20, per_user=2, per_user_seconds=30, clock=clock)
+    rng = random.Random(3)
+
+    def flood(n: int) -> None:
+        for i in range(n):
+            clock.now += 0.01  # 100 a second
+            text = f"tell me about topic {rng.randrange(100000)} please" if rng.random() > 0.25 else "how are you"
+            q.offer(msg(f"user{rng.randrange(20000)}", text, clock.now))
+            if i % 50 == 0:
+                q.take(timeout=0)
+
+    tracemalloc.start()
+    try:
+        flood(4_000)
+        before = tracemalloc.get_traced_memory()[0]
+        flood(16_000)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(q) <= 20 and q.stats()["users_tracked"] <= 20000
+    assert after - before < 512 * 1024, f"grew by {(after - before) / 1024:.0f} KiB"
