@@ -124,9 +124,7 @@ class Audience:
         self.questions.close()
         deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        if getattr(self.avatar, "reporters", {}).get("chat") is self:
-            del self.avatar.reporters["chat"]
+            t.join(max(0.0, deadline - time.monotonic()))  # the numbers stay on the avatar's status: final totals
 
     def __enter__(self) -> "Audience":
         return self.start()
