@@ -22,7 +22,6 @@ from typing import Any
 
 from . import registry
 from .conversation import Conversation, Question
-from .errors import EngineUnavailable
 from .questions import QuestionQueue, Queued
 from .text import _TAG
 from .timeline import Spoken
@@ -43,10 +42,7 @@ def create_adapters(settings) -> list:
     accepts (a voice adapter needs [asr] and [tts])."""
     adapters = []
     for name in settings.chat.adapters:
-        cls = registry.load("adapter", name)
-        why = cls.check() if hasattr(cls, "check") else None
-        if why:
-            raise EngineUnavailable(f"chat adapter {name} cannot run here: {why}")
+        cls = registry.load_ready("adapter", name, "chat adapter")
         options = settings.adapters.get(name)
         extra = _accepted(cls, base_dir=settings.base_dir, reply_in_chat=settings.chat.reply_in_chat,
                           settings=settings)

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .adapters import PAID, REGULAR, ChatMessage
+from .adapters import PAID, ChatMessage
 from .moderation import Moderator
 
 log = logging.getLogger(__name__)
@@ -352,6 +352,3 @@ def _sane(m: ChatMessage, now: float) -> ChatMessage:
 
 def _name(message: ChatMessage) -> str:
     return f"{getattr(message, 'platform', '?')}:{str(getattr(message, 'author', '?'))[:40]}"
-
-
-__all__ = ["QuestionQueue", "Queued", "normalise", "similarity", "REGULAR", "PAID"]

@@ -38,3 +38,13 @@ def load(kind: str, name: str) -> Any:
         return found[name].load()
     except ImportError as exc:
         raise EngineUnavailable(f"{kind} engine {name!r} cannot be imported: {exc}") from None
+
+
+def load_ready(kind: str, name: str, what: str) -> Any:
+    """:func:`load`, then the class's own ``check()``: a clear error before anything starts
+    when it cannot run on this machine (*what* names it: "sink", "LLM engine"...)."""
+    cls = load(kind, name)
+    why = cls.check() if hasattr(cls, "check") else None
+    if why:
+        raise EngineUnavailable(f"{what} {name} cannot run here: {why}")
+    return cls

@@ -65,6 +65,18 @@ def piper_clip_report(piper_clip):
     return measure_file(piper_clip[0])
 
 
+def wait_for(predicate, seconds: float, step: float = 0.02) -> bool:
+    """Poll *predicate* until it holds (True) or *seconds* pass (False)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
 def lip_brightness(avatar, grab, n: int, pause: float = 0.12) -> list[float]:
     """Mean brightness of the lips' box over *n* frames from *grab()* (a grey image of the
     live avatar, e.g. a preview JPEG): it drops when the mouth opens."""

@@ -18,9 +18,9 @@ from collections import Counter
 
 import pytest
 
-from conftest import make_settings
+from conftest import make_settings, wait_for
 from talker_stream import registry
-from talker_stream.adapters import MODERATOR, PAID, REGULAR, ChatMessage
+from talker_stream.adapters import PAID, REGULAR, ChatMessage
 from talker_stream.audience import Audience, create_adapters
 from talker_stream.config import load_settings
 from talker_stream.conversation import Conversation
@@ -143,19 +143,10 @@ def brain(llm, max_tokens: int = 24) -> Conversation:
     return Conversation(llm, PERSONA, GenerationParams(0.0, 1.0, max_tokens), Moderator(), 1200)
 
 
-def wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_questions_are_answered_by_priority_with_the_askers_name_and_replied_in_chat(smollm, animator, piper):
     sink = CaptionSink()
     chat, tube = LocalChat("twitch"), LocalChat("youtube", "live")
-    conv = brain(smollm)
+    conv = brain(smollm, 16)
     live = LiveAvatar(make_settings(**{"live.sinks": []}), [sink], tts=piper, engine=animator).start()
     audience = Audience(live, conv, [chat, tube], AuditedQueue(per_user=5), reply_in_chat=True).start()
     try:

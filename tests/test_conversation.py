@@ -14,7 +14,7 @@ import unicodedata
 
 import pytest
 
-from conftest import make_settings
+from conftest import make_settings, wait_for
 from services import free_port
 from talker_stream.conversation import FALLBACK, Conversation, Question, open_conversation
 from talker_stream.live import LiveAvatar
@@ -305,15 +305,6 @@ class FrameSink:
 @pytest.fixture(scope="module")
 def piper():
     return PiperTTS(threads=1)  # as the live avatar opens it
-
-
-def wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_full_chain_speaks_while_the_model_is_still_writing(smollm, animator, piper):

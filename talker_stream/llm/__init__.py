@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .. import registry
-from ..errors import EngineUnavailable
 
 
 @dataclass
@@ -32,8 +31,5 @@ class LLM(Protocol):
 def open_llm(settings) -> LLM:
     """The engine named in [llm] engine, configured from [llm.NAME]."""
     name = settings.llm.engine
-    cls = registry.load("llm", name)
-    why = cls.check() if hasattr(cls, "check") else None
-    if why:
-        raise EngineUnavailable(f"LLM engine {name} cannot run here: {why}")
+    cls = registry.load_ready("llm", name, "LLM engine")
     return cls(getattr(settings.llm, name, None), base_dir=settings.base_dir)

@@ -125,14 +125,10 @@ class SinkRunner:
 def create_sinks(settings) -> list:
     """Instantiate the sinks named in [live] sinks, each with its [sinks.NAME] options."""
     from .. import registry
-    from ..errors import EngineUnavailable
 
     sinks = []
     for name in settings.live.sinks:
-        cls = registry.load("sink", name)
-        why = cls.check() if hasattr(cls, "check") else None
-        if why:
-            raise EngineUnavailable(f"sink {name} cannot run here: {why}")
+        cls = registry.load_ready("sink", name, "sink")
         extra = {}
         if name == "preview":
             extra = {"fps": settings.server.preview_fps, "quality": settings.server.preview_quality}
