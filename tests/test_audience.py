@@ -143,6 +143,7 @@ def brain(llm, max_tokens: int = 24) -> Conversation:
     return Conversation(llm, PERSONA, GenerationParams(0.0, 1.0, max_tokens), Moderator(), 1200)
 
 
+@pytest.mark.slow  # five real answers: 30-50 s on two loaded cores
 def test_questions_are_answered_by_priority_with_the_askers_name_and_replied_in_chat(smollm, animator, piper):
     sink = CaptionSink()
     chat, tube = LocalChat("twitch"), LocalChat("youtube", "live")
