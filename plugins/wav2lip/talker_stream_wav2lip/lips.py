@@ -6,17 +6,20 @@ windows, one per frame, and runs the network on them in batches, oldest first, k
 the generated lower faces (48 x 96 RGB, uint8) by frame index.
 
 The render job asks for a frame's mouth and waits for it: the result is the same
-however fast the machine is. The live loop must never wait, so it takes what is ready;
-the worker skips frames the playhead has already passed, so a slow start costs a few
-frames, not a growing delay. A frame whose mouth is not ready falls back to the mesh
-animator's mouth; when more than half of a stretch of speaking frames did, the network
-cannot keep real time here and the worker stops for good, with a warning (the mesh mouth
-is what everyone gets without this plugin, so that is the fallback).
+however fast the machine is. The live loop must never wait, so it takes what is ready,
+and a frame whose mouth is not ready gets the mesh animator's mouth. Speech usually
+starts at the playhead, so the worker aims ahead of it: the first batch after a pause is
+small (a short start-up gap), and frames that will have been shown before a batch can
+finish are skipped (it lands ahead once instead of trailing for ever). When the worker's
+throughput over its last batches is below the frame rate, or the network fails, it
+cannot keep real time here: it stops for good, with a warning, and every frame gets the
+mesh mouth (what everyone gets without this plugin).
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
@@ -30,8 +33,8 @@ from .mel import MEL_FPS, melspectrogram, to_16k, windows_at
 
 log = logging.getLogger(__name__)
 
-JUDGE_FRAMES = 50  # speaking frames over which the live miss rate is judged (2 s at 25 fps)
-MAX_MISS_SHARE = 0.5  # more misses than this in that window: give up on real time
+JUDGE_BATCHES = 4  # live throughput is judged over this many full batches of mouths
+COLD_DIVISOR = 4  # the first batch after a pause is this much smaller, to start sooner
 WAIT_S = 120.0  # the render job waits this long for one batch before calling the network hung
 
 
@@ -60,7 +63,10 @@ class LipWorker:
         self._cuts: dict[int, int] = {}  # generation -> the frame it was cut at
         self._playhead = 0
         self._realtime = False
-        self._outcomes: deque[bool] = deque(maxlen=JUDGE_FRAMES)  # live: was the mouth ready?
+        self._mouth_s = 0.0  # seconds per mouth in the last batch
+        self._fps = 25.0  # of the clock the speech comes on
+        self._recent: deque[tuple[int, float]] = deque(maxlen=JUDGE_BATCHES)  # (mouths, seconds) per full batch
+        self._cold = True  # nothing rendered since the last pause
         self.error: BaseException | None = None
         self.gave_up = False
         self.neural_frames = 0
@@ -77,6 +83,7 @@ class LipWorker:
             if self.gave_up or self._stopped:
                 return
             self._speech.append(_Speech(first_frame, audio, clock, self._generation))
+            self._fps = float(clock.fps)
             self._spans.append((first_frame, first_frame + max(1, n)))
             self._cond.notify_all()
 
@@ -128,16 +135,22 @@ class LipWorker:
         return self._ready.pop(frame)
 
     def _judge(self, ready: bool) -> None:
-        """Live bookkeeping; gives up (for good) when the network cannot keep up."""
+        """Live bookkeeping; a failed network means giving up (for good)."""
         self.neural_frames += ready
         self.missed_frames += not ready
-        self._outcomes.append(ready)
-        misses = self._outcomes.count(False)
-        if self.error is not None or (len(self._outcomes) == JUDGE_FRAMES and misses > MAX_MISS_SHARE * JUDGE_FRAMES):
-            why = (f"it failed: {self.error}" if self.error is not None else
-                   f"it cannot keep real time ({self.name}: {misses} of the last {JUDGE_FRAMES} speaking frames "
-                   "were not ready); try device = \"cuda\", backend = \"onnx\" or a smaller batch_size")
-            log.warning("wav2lip: %s. Using the mesh animator's mouth from now on.", why)
+        if self.error is not None:
+            log.warning("wav2lip: it failed (%s): %s. Using the mesh animator's mouth from now on.", self.name, self.error)
+            self._give_up()
+
+    def _check_pace(self) -> None:
+        """Live: give up when the last full batches made fewer mouths per second than the stream shows."""
+        if not self._realtime or len(self._recent) < JUDGE_BATCHES:
+            return
+        made = sum(n for n, _ in self._recent) / sum(t for _, t in self._recent)
+        if made < self._fps:
+            log.warning("wav2lip: it cannot keep real time (%s: %.1f mouths per second over its last %d batches, "
+                        "the stream shows %g); try device = \"cuda\", backend = \"onnx\" or fewer threads for other work. "
+                        "Using the mesh animator's mouth from now on.", self.name, made, JUDGE_BATCHES, self._fps)
             self._give_up()
 
     def _give_up(self) -> None:
@@ -187,11 +200,15 @@ class LipWorker:
                 self._cond.notify_all()
 
     def _take_batch(self) -> list[tuple[int, np.ndarray, int]]:
-        """The next frames to render; live, frames the playhead has reached are skipped."""
+        """The next frames to render. Live, the first batch after a pause is small, so that
+        the first neural mouth comes soon, and frames that will have been shown by the
+        time the batch is done (at the last batch's seconds per mouth) are skipped."""
+        size = max(1, self.batch_size // COLD_DIVISOR) if self._realtime and self._cold else self.batch_size
+        horizon = self._playhead + (int(self._mouth_s * size * self._fps) + 1 if self._realtime else 0)
         batch = []
-        while self._todo and len(batch) < self.batch_size:
+        while self._todo and len(batch) < size:
             item = self._todo.popleft()
-            if self._realtime and item[0] <= self._playhead:
+            if self._realtime and item[0] <= horizon:
                 continue
             batch.append(item)
         return batch
@@ -209,10 +226,17 @@ class LipWorker:
                               if self._valid(speech.first + j, speech.generation))
 
     def _render(self, batch: list[tuple[int, np.ndarray, int]]) -> None:
+        started = time.perf_counter()
         faces = self._run(np.stack([w for _, w, _ in batch]))
+        took = time.perf_counter() - started
+        self._mouth_s = took / len(batch)
         faces = np.clip(faces * 255.0 + 0.5, 0, 255).astype(np.uint8)
         with self._cond:
             for (frame, _, generation), face in zip(batch, faces):
                 if self._valid(frame, generation):
                     self._ready[frame] = face
+            if len(batch) == self.batch_size:
+                self._recent.append((len(batch), took))
+            self._cold = not self._todo  # a pause follows: the next start is cold again
+            self._check_pace()
 

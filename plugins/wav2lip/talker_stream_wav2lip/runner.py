@@ -134,6 +134,10 @@ class OnnxRunner:
             feats = model.encode_face(torch.from_numpy(face))
         feats = [f.clone() for f in feats]
         opts = ort.SessionOptions()
+        # idle pool threads sleep instead of spinning: spinning ones take the CPU from torch,
+        # the mesh warp and the voice (measured: a 2-thread torch call right after an
+        # onnxruntime call ran 10x slower on 2 cores)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
