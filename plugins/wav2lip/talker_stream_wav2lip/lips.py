@@ -10,10 +10,10 @@ however fast the machine is. The live loop must never wait, so it takes what is 
 and a frame whose mouth is not ready gets the mesh animator's mouth. Speech usually
 starts at the playhead, so the worker aims ahead of it: the first batch after a pause is
 small (a short start-up gap), and frames that will have been shown before a batch can
-finish are skipped (it lands ahead once instead of trailing for ever). When the worker's
-throughput over its last batches is below the frame rate, or the network fails, it
-cannot keep real time here: it stops for good, with a warning, and every frame gets the
-mesh mouth (what everyone gets without this plugin).
+finish are skipped (it lands ahead once instead of trailing for ever). When more than a
+fifth of the speaking frames past the start of speech find no mouth, or the network
+fails, it cannot keep real time here: it stops for good, with a warning, and every
+frame gets the mesh mouth (what everyone gets without this plugin).
 """
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ from .mel import MEL_FPS, melspectrogram, to_16k, windows_at
 
 log = logging.getLogger(__name__)
 
-JUDGE_BATCHES = 4  # live throughput is judged over this many full batches of mouths
+JUDGE_FRAMES = 50  # live, the share of missed mouths is judged over this many speaking frames
+MAX_MISSED = 0.2  # missing more of them than this is not keeping real time
+GRACE_FRAMES = 12  # the first frames of speech are not judged: the worker is only starting on them
 COLD_DIVISOR = 4  # the first batch after a pause is this much smaller, to start sooner
 WAIT_S = 120.0  # the render job waits this long for one batch before calling the network hung
 
@@ -65,7 +67,7 @@ class LipWorker:
         self._realtime = False
         self._mouth_s = 0.0  # seconds per mouth in the last batch
         self._fps = 25.0  # of the clock the speech comes on
-        self._recent: deque[tuple[int, float]] = deque(maxlen=JUDGE_BATCHES)  # (mouths, seconds) per full batch
+        self._judged: deque[bool] = deque(maxlen=JUDGE_FRAMES)  # live: was the mouth ready in time?
         self._cold = True  # nothing rendered since the last pause
         self.error: BaseException | None = None
         self.gave_up = False
@@ -122,7 +124,7 @@ class LipWorker:
             if not realtime:
                 return self._wait_for(frame)
             found = self._ready.pop(frame, None)
-            self._judge(found is not None)
+            self._judge(frame, found is not None)
             return found
 
     def _wait_for(self, frame: int) -> np.ndarray:
@@ -134,23 +136,24 @@ class LipWorker:
         self.neural_frames += 1
         return self._ready.pop(frame)
 
-    def _judge(self, ready: bool) -> None:
-        """Live bookkeeping; a failed network means giving up (for good)."""
+    def _judge(self, frame: int, ready: bool) -> None:
+        """Live bookkeeping: give up (for good) when the network failed, or when it missed
+        too many frames once past the start of speech (a busy moment elsewhere on the
+        machine only eats into the worker's lead; missing frames is what shows)."""
         self.neural_frames += ready
         self.missed_frames += not ready
         if self.error is not None:
             log.warning("wav2lip: it failed (%s): %s. Using the mesh animator's mouth from now on.", self.name, self.error)
             self._give_up()
-
-    def _check_pace(self) -> None:
-        """Live: give up when the last full batches made fewer mouths per second than the stream shows."""
-        if not self._realtime or len(self._recent) < JUDGE_BATCHES:
             return
-        made = sum(n for n, _ in self._recent) / sum(t for _, t in self._recent)
-        if made < self._fps:
-            log.warning("wav2lip: it cannot keep real time (%s: %.1f mouths per second over its last %d batches, "
-                        "the stream shows %g); try device = \"cuda\", backend = \"onnx\" or fewer threads for other work. "
-                        "Using the mesh animator's mouth from now on.", self.name, made, JUDGE_BATCHES, self._fps)
+        if any(a <= frame < a + GRACE_FRAMES for a, _ in self._spans):
+            return
+        self._judged.append(ready)
+        missed = self._judged.count(False)
+        if len(self._judged) == JUDGE_FRAMES and missed > MAX_MISSED * JUDGE_FRAMES:
+            log.warning("wav2lip: it cannot keep real time (%s: %d of the last %d speaking frames had no mouth in "
+                        "time); try device = \"cuda\", backend = \"onnx\" or less other work on this machine. "
+                        "Using the mesh animator's mouth from now on.", self.name, missed, JUDGE_FRAMES)
             self._give_up()
 
     def _give_up(self) -> None:
@@ -228,15 +231,11 @@ class LipWorker:
     def _render(self, batch: list[tuple[int, np.ndarray, int]]) -> None:
         started = time.perf_counter()
         faces = self._run(np.stack([w for _, w, _ in batch]))
-        took = time.perf_counter() - started
-        self._mouth_s = took / len(batch)
+        self._mouth_s = (time.perf_counter() - started) / len(batch)
         faces = np.clip(faces * 255.0 + 0.5, 0, 255).astype(np.uint8)
         with self._cond:
             for (frame, _, generation), face in zip(batch, faces):
                 if self._valid(frame, generation):
                     self._ready[frame] = face
-            if len(batch) == self.batch_size:
-                self._recent.append((len(batch), took))
             self._cold = not self._todo  # a pause follows: the next start is cold again
-            self._check_pace()
 
