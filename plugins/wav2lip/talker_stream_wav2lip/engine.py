@@ -91,7 +91,7 @@ class Wav2LipEngine:
 
     def prepare(self, portrait: np.ndarray, source: str = "portrait") -> Wav2LipAvatar:
         from .crop import FaceCrop
-        from .lips import LipWorker
+        from .lips import COLD_DIVISOR, LipWorker
         from .runner import make_runner
 
         mesh = self.mesh.prepare(portrait, source)
@@ -101,7 +101,8 @@ class Wav2LipEngine:
             raise InputError(f"{source}: {exc}") from None
         o = self.options
         runner = make_runner(self.model, crop.network_input(portrait), self.device, self.precision, o.backend, o.threads)
-        runner(np.full((min(o.batch_size, 4), 80, 16), -4.0, dtype=np.float32))  # first-call set-up, before the clock runs
+        for size in {max(1, o.batch_size // COLD_DIVISOR), o.batch_size}:  # per-shape set-up, before the clock runs
+            runner(np.full((size, 80, 16), -4.0, dtype=np.float32))
         log.info("wav2lip: %s, batch %d, face box %dx%d", runner.name, o.batch_size, *crop.size)
         if self._lips is not None:
             self._lips.stop()
