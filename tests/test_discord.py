@@ -328,7 +328,8 @@ def test_voice_question_answer_and_barge_in(fake, tls_cert, voice_settings):
             print(f"answer: {len(spoken) / 48000:.2f} s sent, {sound:.2f} s audible, TTS {answer_seconds:.2f} s")
             assert np.sqrt(np.mean(spoken ** 2)) > 0.02  # not silence
             heard_back = adapter.asr.transcribe(spoken[::3].copy())  # 48 -> 16 kHz is enough for Whisper here
-            assert "paris" in heard_back.lower(), heard_back
+            # tiny.en on a resampled opus round trip sometimes hears "Harris": judge the sentence
+            assert wer(answer, heard_back) <= 0.2, heard_back
 
             # barge-in: Alice talks over a long answer; the bot stops and drops the rest
             start = len(voice.from_bot)
