@@ -10,7 +10,8 @@ audience can see is fair:
 - **near-duplicates merge** ("what's your name??" and "What is your name 😀"): the merged
   question keeps the earliest time and the highest priority, counts its askers, and its
   caption names the first one ("ana +3 asks: ..."). A repeat of a question answered a
-  moment ago is merged into that answer instead of being asked again.
+  moment ago is merged into that answer instead of being asked again (a paid one is
+  queued: the viewer paid to be answered).
 - **per-user rate limits** (``ChatMessage.who``): at most ``per_user`` questions per
   ``per_user_seconds``. A paid message is never refused for that: the viewer paid for it.
 - **a maximum age**: a question older than that is dropped (and logged) instead of being
@@ -20,6 +21,8 @@ audience can see is fair:
   regular one.
 - **moderation** before anything is queued: refusals (blocklist, injection, empty) are
   logged and counted, never answered aloud.
+  Names are cleaned too (they reach the caption and the prompt): a blocked or
+  instructing name is shown as "Someone".
 
 Everything is bounded: the queue by its cap, the per-user state by pruning and a cap on
 users, the answered-recently memory by a short window and a ring.
@@ -40,7 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .adapters import PAID, ChatMessage
-from .moderation import Moderator
+from .moderation import Moderator, speaker_name
+from .text import clean
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,8 @@ RECENT_SECONDS = 30.0  # a repeat of a question answered this recently is merged
 RECENT_KEPT = 16
 MAX_USERS_TRACKED = 20000  # per-user rate-limit state; the least recently seen go first
 SPELLING_RATIO = 0.8  # two words of 4+ letters this alike are one word spelt two ways (colour, color)
+RESPELLING_PAIRS = 64  # two questions with more pairs of unshared words than this are not searched for respellings
+RESPELLING_CHECKS = 256  # word pairs one new question may check for respellings, all queued questions together
 
 _TOKEN = re.compile(r"[\u2e80-\u9fff\u3040-\u30ff\uac00-\ud7af\uf900-\ufaff]|[^\W_]+")
 _REPEATS = re.compile(r"([^\W\d_])\1+")  # stretched letters; digits stay as written
@@ -75,36 +81,56 @@ def normalise(text: str) -> str:
 
 
 def similarity(a: str, b: str, a_tokens: frozenset | None = None, b_tokens: frozenset | None = None,
-               floor: float = 0.0) -> float:
+               floor: float = 0.0, checks: list[int] | None = None) -> float:
     """Token-set Jaccard, counting two longer words spelt nearly alike as the same word.
 
     Word sets rather than characters: "what is your name" and "what is your game" differ by
     one letter but are different questions, while "how old are you" and "tess how old are
     you" are the same one. With a *floor*, only whether it is reached is exact: below it,
-    or once it is reached, the search for respellings stops."""
+    or once it is reached, the search for respellings stops, and it is not tried at all
+    between two questions with more than ``RESPELLING_PAIRS`` pairs of unshared words (a
+    chat flood of long messages must not make every new question slow to queue). *checks*,
+    a one-item list, is how many word pairs may still be compared for respellings; it is
+    counted down, and the search stops at 0."""
     ta = a_tokens if a_tokens is not None else frozenset(a.split())
     tb = b_tokens if b_tokens is not None else frozenset(b.split())
     na, nb = len(ta), len(tb)
     if not na or not nb or min(na, nb) < floor * max(na, nb):
         return 0.0  # the sizes alone rule it out
     same = len(ta & tb)
-    if floor and same >= floor * (na + nb - same):
-        return same / (na + nb - same)  # similar enough already
-    # only words of 4+ letters can be respellings of each other (numbers never): can they close the gap?
+    union = na + nb - same
+    if floor and same >= floor * union:
+        return same / union  # similar enough already
+    # only words of 4+ letters can be respellings of each other (numbers never)
     only_a = [w for w in ta - tb if len(w) >= 4 and w.isalpha()]
     only_b = [w for w in tb - ta if len(w) >= 4 and w.isalpha()]
-    most = same + min(len(only_a), len(only_b))
-    if most < floor * (na + nb - most):
-        return same / (na + nb - same)
+    misses = len(only_a)  # unshared words of a that may find no respelling, the floor still reachable
+    if floor:
+        # each respelling found makes two unshared words one shared word: same + 1, union - 1
+        need = math.ceil((floor * union - same) / (1 + floor) - 1e-9)
+        if need > min(len(only_a), len(only_b)) or len(only_a) * len(only_b) > RESPELLING_PAIRS:
+            return same / union
+        misses -= need
     only_a.sort()
     only_b.sort()
     for w in only_a:
         for v in only_b:
+            if checks is not None:
+                if checks[0] <= 0:
+                    return same / union
+                checks[0] -= 1
             if _respelt(w, v):
                 same += 1
+                union -= 1
                 only_b.remove(v)
                 break
-    return same / (na + nb - same)
+        else:
+            misses -= 1
+            if misses < 0:
+                break  # too few words left to reach the floor
+        if floor and same >= floor * union:
+            break
+    return same / union
 
 
 @functools.lru_cache(maxsize=4096)  # chat repeats its words: most pairs were seen a moment ago
@@ -200,7 +226,7 @@ class QuestionQueue:
         dropped_full or refused."""
         now = self.clock()
         try:
-            message = _sane(message, now)
+            message = _sane(message, now, self._speaker)
             verdict = self.moderator.question(message.text)
             key = normalise(verdict.text) if verdict.ok else ""
         except Exception as exc:  # noqa: BLE001 - one strange message must not reach the adapter's loop
@@ -221,7 +247,8 @@ class QuestionQueue:
                 self.counts.rate_limited += 1
                 return "rate_limited"
             tokens = frozenset(key.split())
-            same = self._find_duplicate(key, tokens, now)
+            # a paid question is never absorbed by one answered a moment ago: the viewer paid to be answered
+            same = self._find_duplicate(key, tokens, now, recent=message.priority < PAID)
             if same is not None:
                 self._merge(same, message)
                 self.counts.merged += 1
@@ -243,6 +270,15 @@ class QuestionQueue:
             self._cond.notify()
             return "accepted"
 
+    def _speaker(self, author: str) -> str:
+        """A viewer's display name as the caption and the prompt show it: cleaned like a
+        question (no control, bidi or zero-width characters, no emoji), capped, and
+        "Someone" when it is empty, blocked or tries to instruct the model."""
+        name = speaker_name(author)
+        if name != "Someone" and not self.moderator.question(author[:200]).ok:
+            return "Someone"
+        return name
+
     def _allow(self, who: str, now: float) -> bool:
         self._prune_users(now)
         times = self._users.pop(who, None) or deque(maxlen=self.per_user)
@@ -262,25 +298,27 @@ class QuestionQueue:
                 break
             self._users.popitem(last=False)
 
-    def _find_duplicate(self, key: str, tokens: frozenset, now: float) -> Queued | None:
+    def _find_duplicate(self, key: str, tokens: frozenset, now: float, recent: bool = True) -> Queued | None:
+        """The queued (or, with *recent*, just answered) question *key* repeats, if any."""
         best, best_sim = None, self.threshold
-        recent = [q for q in self._recent if q.taken_at is not None and now - q.taken_at <= RECENT_SECONDS]
-        for q in (*self._items, *recent):
+        checks = [RESPELLING_CHECKS]  # the lock is held: the respelling search is bounded per question
+        answered = [q for q in self._recent if q.taken_at is not None and now - q.taken_at <= RECENT_SECONDS] \
+            if recent else []
+        for q in (*self._items, *answered):
             if q.key == key:
                 return q
             if not q.tokens & tokens:
                 continue  # not a word in common: not the same question
-            s = similarity(key, q.key, tokens, q.tokens, best_sim)
+            s = similarity(key, q.key, tokens, q.tokens, best_sim, checks)
             if s >= best_sim:
                 best, best_sim = q, s
         return best
 
     def _merge(self, q: Queued, message: ChatMessage) -> None:
-        if message.who in q.who:
-            return  # the same person again: not another asker
-        q.askers += 1
-        if len(q.who) < MAX_ASKERS_KEPT:
-            q.who.add(message.who)
+        if message.who not in q.who:  # the same person again is not another asker (but may have paid now)
+            q.askers += 1
+            if len(q.who) < MAX_ASKERS_KEPT:
+                q.who.add(message.who)
         q.priority = max(q.priority, message.priority)
         q.received = min(q.received, message.received)
         if message.paid > q.paid:
@@ -338,15 +376,18 @@ class QuestionQueue:
                     "refused": c.refused, "taken": c.taken, "users_tracked": len(self._users)}
 
 
-def _sane(m: ChatMessage, now: float) -> ChatMessage:
+def _sane(m: ChatMessage, now: float, speaker: Callable[[str], str]) -> ChatMessage:
     """A copy with every field of the promised type and size: an adapter's bug (or a
-    platform's oddity) stops here. Names lose line breaks: they go on the caption."""
+    platform's oddity) stops here. The name goes on the caption and into the prompt, so it
+    is what *speaker* makes of it; the rate-limit key stays the viewer's own."""
     def line(value, cap: int) -> str:
         return " ".join(str(value or "").split())[:cap]
 
+    author, author_id = line(m.author, 200), line(m.author_id, 200)
     paid, received = float(m.paid or 0), float(m.received)
-    return ChatMessage(line(m.platform, 40), line(m.channel, 200), line(m.author, 60), str(m.text or ""),
-                       line(m.author_id, 200), paid if math.isfinite(paid) else 0.0, line(m.paid_label, 60),
+    return ChatMessage(line(m.platform, 40), line(m.channel, 200), speaker(author), str(m.text or ""),
+                       author_id or author.lower(), paid if math.isfinite(paid) else 0.0,
+                       line(clean(str(m.paid_label or ""))[0], 60),
                        bool(m.moderator), received if math.isfinite(received) and received <= now else now, m.handle)
 
 
