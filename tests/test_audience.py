@@ -9,6 +9,7 @@ have posted are kept in a list. Everything from ``on_message`` on is the real co
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import queue
 import random
@@ -21,6 +22,7 @@ import pytest
 from conftest import make_settings, wait_for
 from talker_stream import registry
 from talker_stream.adapters import PAID, REGULAR, ChatMessage
+from talker_stream.adapters.aio import AsyncAdapter
 from talker_stream.audience import Audience, create_adapters
 from talker_stream.config import load_settings
 from talker_stream.conversation import Conversation
@@ -279,6 +281,42 @@ class _Loaded:
 
     def load(self):
         return self.cls
+
+
+class _Flaky(AsyncAdapter):
+    """An asyncio adapter whose serve() fails at once, or after running a while (no network)."""
+
+    name = "flaky"
+    retry_first, retry_cap, healthy_after = 0.01, 10.0, 0.2
+
+    def __init__(self, runs: list[float]) -> None:
+        super().__init__()
+        self.runs = list(runs)  # how long each serve() runs before it fails
+        self.waits: list[float] = []
+
+    async def serve(self) -> None:
+        if not self.runs:
+            self.stop()
+            await self.sleep(10)
+            return
+        await asyncio.sleep(self.runs.pop(0))
+        raise ConnectionError("connection reset")
+
+    async def sleep(self, seconds: float) -> bool:
+        if seconds != 10:
+            self.waits.append(seconds)
+        return await super().sleep(seconds)
+
+
+def test_async_adapter_backoff_restarts_after_a_long_healthy_run():
+    """Quick failures back off (doubling); a failure after a long good run waits the first
+    delay again instead of the longest one reached an incident ago."""
+    adapter = _Flaky([0, 0, 0, 0, 0.3, 0, 0])
+    t = threading.Thread(target=adapter.run, args=(lambda m: None,), daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive()
+    assert adapter.waits == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.01, 0.02, 0.04])
 
 
 def _rss_mb() -> float:

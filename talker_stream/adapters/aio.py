@@ -65,6 +65,11 @@ class AsyncAdapter:
 
     name = ""
     logger = log
+    # serve() again after a failure: waits from retry_first doubling to retry_cap, back to
+    # retry_first once a serve() had run healthy_after seconds (an incident long after the last)
+    retry_first = 5.0
+    retry_cap = 300.0
+    healthy_after = 60.0
 
     def __init__(self) -> None:
         self._stopping = threading.Event()
@@ -164,8 +169,10 @@ class AsyncAdapter:
 
     async def _serve_forever(self) -> None:
         """``serve`` again after a bug or an early return: run() only ends on stop()."""
-        backoff = Backoff(5.0, 300.0)
+        backoff = Backoff(self.retry_first, self.retry_cap)
+        loop = asyncio.get_running_loop()
         while not self.stopping:
+            started = loop.time()
             try:
                 await self.serve()
                 if self.stopping:  # serve() returned because stop() woke its sleep: not a failure
@@ -174,6 +181,8 @@ class AsyncAdapter:
             except Exception as exc:  # noqa: BLE001 - logged, then retried: the stream goes on
                 detail = repr(exc)
                 self.logger.debug("%s: serve failed", self.name, exc_info=True)
+            if loop.time() - started >= self.healthy_after:
+                backoff.reset()  # it ran well for a while: this is a new incident, not the last one again
             self.say("failed, retrying", logging.ERROR, detail)
             if await self.sleep(backoff.next()):
                 return
