@@ -101,6 +101,10 @@ def ask(avatar, conversation: Conversation, text: str, out: Console, author: str
         avatar.say(_echo(reply, out), question=q.label, on_done=finished)
     except Exception as exc:  # noqa: BLE001 - queue full: say so and go on
         log.warning("not queued: %s", exc)
+        if isinstance(reply, Draft):
+            reply.discard()  # its model thread would write on for nobody, holding the model
+        else:
+            reply.close()
         finished(Spoken(None, []))
         return None
     if wait and not done.wait(MAX_ANSWER_S):

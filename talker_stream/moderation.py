@@ -10,6 +10,7 @@ without reaching the model at all, so a tiny local model is never asked to resis
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from .text import clean
@@ -22,7 +23,9 @@ INJECTION = re.compile(
     # a fake turn: "SYSTEM:" opening the message or a sentence (newlines are folded by then)
     r"|(^|[.!?\"'>)\]]\s*)(system|assistant|developer)\s*:"
     # chat-template markers (<|im_start|>, [INST], <<SYS>>) that the model's tokenizer may read as real turns
-    r"|<\|[\w ]{1,30}\|>|\[/?inst\]|<</?sys>>",
+    r"|<\|[\w ]{1,30}\|>|\[/?inst\]|<</?sys>>"
+    # the same in Chinese: "ignore the previous instructions", "you are now", "system prompt"...
+    r"|(忽略|无视|忘记|忘掉|不要理会)[^。！？]{0,10}(指令|指示|规则|提示|设定)|你现在是|假装你是|系统提示|开发者模式|越狱",
     re.IGNORECASE | re.MULTILINE,
 )
 REFUSAL = "I'll keep being myself, thanks! Ask me anything else."
@@ -46,16 +49,18 @@ class Moderator:
 
     def question(self, text: str) -> Verdict:
         """Clean and check a question before it reaches the model."""
-        cleaned, _ = clean(text[: self.max_question_chars * 4])
+        text = text[: self.max_question_chars * 4]
+        cleaned, _ = clean(text)
         cleaned = " ".join(cleaned.split())
         if not cleaned:
             return Verdict(False, "", "empty")
         if len(cleaned) > self.max_question_chars:
             cut = cleaned.rfind(" ", 0, self.max_question_chars)
             cleaned = cleaned[: cut if cut > 0 else self.max_question_chars] + " …"
-        if self._blocked and self._blocked.search(cleaned):
+        probe = _probe(text)
+        if self._blocked and (self._blocked.search(cleaned) or self._blocked.search(probe)):
             return Verdict(False, BLOCKED, "blocklist")
-        if INJECTION.search(cleaned):
+        if INJECTION.search(cleaned) or INJECTION.search(probe):
             return Verdict(False, REFUSAL, "injection")
         return Verdict(True, cleaned)
 
@@ -64,3 +69,22 @@ class Moderator:
         if self._blocked is None:
             return sentence
         return self._blocked.sub(lambda m: "…", sentence)
+
+
+def _probe(text: str) -> str:
+    """The text as a reader sees it, for matching only: fullwidth and other compatibility
+    forms folded (ＩＧＮＯＲＥ -> IGNORE), invisible characters inside words removed
+    (a zero-width space inside "ignore"), whitespace folded."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return " ".join(clean(text)[0].split())
+
+
+def speaker_name(author: str, limit: int = 40) -> str:
+    """An audience name as it may appear in the prompt: a display name is chosen by the
+    viewer, so it is treated like their message (cleaned, capped, no quotes to break out
+    of, no instructions) and replaced by "Someone" when it tries anything."""
+    name = " ".join(clean(author)[0].split()).replace('"', "'")[:limit].strip()
+    if not name or INJECTION.search(name) or INJECTION.search(_probe(author[: limit * 4])):
+        return "Someone"
+    return name

@@ -23,6 +23,7 @@ _IN_WORD = "\u00ad\u200c\u200d\u2060\ufeff"
 _ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])")  # terminal colour codes from pasted logs
 _CLAUSE_END = re.compile(r"[,;:—]\s+|[，、；：]")
 _FIRST_CLAUSE_WORDS = 4
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _MAX_SENTENCE = 400  # characters; a run-on sentence is cut at a comma or space past this
 
 _EMOJI_EMOTION = {
@@ -45,6 +46,13 @@ _LEXICON = {
     "surprised": {"wow", "whoa", "amazing", "incredible", "unbelievable", "really", "omg",
                   "哇", "天哪"},
 }
+
+
+def _word_count(text: str) -> int:
+    """Words in *text*, counting two CJK characters as a word (Chinese and Japanese are
+    written without spaces, so a long clause would otherwise count as one word)."""
+    cjk = len(_CJK.findall(text))
+    return len(_CJK.sub(" ", text).split()) + cjk // 2
 
 
 def clean(text: str) -> tuple[str, str | None]:
@@ -143,11 +151,17 @@ class SentenceSplitter:
         yield from self._emit(head)
 
     def _find_end(self, text: str) -> int | None:
+        end = self._sentence_end(text)
         if self._fast_start:
-            m = _CLAUSE_END.search(text)
-            if m and len(text[: m.start()].split()) >= _FIRST_CLAUSE_WORDS:
-                self._fast_start = False
-                return m.end()
+            # the first clause end (before the sentence's own) that has words enough to say
+            for m in _CLAUSE_END.finditer(text, 0, len(text) if end is None else end):
+                if _word_count(text[: m.start()]) >= _FIRST_CLAUSE_WORDS:
+                    self._fast_start = False
+                    return m.end()
+        return end
+
+    @staticmethod
+    def _sentence_end(text: str) -> int | None:
         for m in _SENTENCE_END.finditer(text):
             # only the last few characters can hold an abbreviation: keeps this linear
             before = text[max(0, m.start() - 8) : m.start() + 1].split()[-1:]
