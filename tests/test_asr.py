@@ -287,6 +287,9 @@ def test_settings_drive_the_listener_and_barge_in_can_be_off(spoken, asr):
     listener = Listener.from_settings(settings, asr=asr, on_speech_start=lambda: starts.append(1),
                                       on_question=lambda *a: asked.append(a))
     assert listener.detector.end_of_turn == 800 * 16 and listener.detector.threshold == 0.6
+    assert listener.detector.start_windows == 2, "the default 200 ms barge-in budget confirms speech after 64 ms"
+    patient = TurnDetector.from_settings(make_settings(**{"asr.barge_in_ms": 600}).asr, vad=listener.detector.vad)
+    assert patient.start_windows == 15, "600 ms - 136 ms of overhead = 464 ms of speech before it counts"
     clip = spoken["piper"][0]
     pcm = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), at_16k(clip), np.zeros(SAMPLE_RATE, np.float32)])
     heard = listener.run([pcm[i : i + 1600] for i in range(0, len(pcm), 1600)])

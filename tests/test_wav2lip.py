@@ -138,6 +138,17 @@ def test_face_wav2lip_settings_are_validated_with_the_line(tmp_path, body, error
 
 
 # -- the network and its front end -------------------------------------------------------------
+def test_device_auto_follows_the_backend(monkeypatch):
+    """On a CUDA machine (pretended: torch.cuda.is_available is patched), auto means CUDA
+    for torch but the CPU for ONNX Runtime, whose path here is CPU-only."""
+    from talker_stream_wav2lip.runner import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto", "torch") == "cuda"
+    assert pick_device("auto", "onnx") == "cpu"
+    assert pick_device("cpu", "torch") == "cpu"
+
+
 def test_mel_front_end_matches_the_original_audio_py():
     """Reference values from the original recipe (librosa.stft reflect-padded, librosa.filters.mel)."""
     t = np.arange(8000) / 16000

@@ -176,8 +176,7 @@ class Listener:
         from . import open_asr
 
         a = settings.asr
-        detector = TurnDetector(end_of_turn_ms=a.end_of_turn_ms, threshold=a.vad_threshold,
-                                max_turn_seconds=a.max_turn_seconds, pause_ms=a.speculate_ms)
+        detector = TurnDetector.from_settings(a, pause_ms=a.speculate_ms)
         return cls(asr or open_asr(settings), detector, barge_in=a.barge_in, **callbacks)
 
     def run(self, source: Iterable[AudioChunk | np.ndarray]) -> list[Heard]:

@@ -113,6 +113,13 @@ class TurnEnded:
         return len(self.pcm) / SAMPLE_RATE
 
 
+# Of a barge-in's budget, what is not spent confirming speech: Silero's probability rises a
+# window or two after the onset, and the live avatar cuts at its next audio block and fades
+# for 5 ms. The barge-in test measures 35-75 ms for these together; this keeps twice that,
+# so the default budget of 200 ms confirms speech after 64 ms (two windows).
+BARGE_IN_OVERHEAD_MS = 136
+
+
 class TurnDetector:
     """Feed 16 kHz float32 PCM in chunks of any size; get SpeechStarted / TurnEnded events.
 
@@ -143,6 +150,16 @@ class TurnDetector:
         self.pre_windows = -(-pre_roll_ms * ms // WINDOW)
         self.tail = tail_ms * ms
         self.reset()
+
+    @classmethod
+    def from_settings(cls, asr, **kwargs) -> "TurnDetector":
+        """A detector as [asr] configures it. ``barge_in_ms`` is the whole budget from the
+        first voiced sample to the avatar's silence; Silero's rising edge, the speech thread's
+        cut at the playhead and the fade take up to BARGE_IN_OVERHEAD_MS of it, and the rest is
+        how long speech must last to count as speech (longer: coughs interrupt less)."""
+        start_ms = max(WINDOW * 1000 // SAMPLE_RATE, asr.barge_in_ms - BARGE_IN_OVERHEAD_MS)
+        return cls(end_of_turn_ms=asr.end_of_turn_ms, threshold=asr.vad_threshold,
+                   max_turn_seconds=asr.max_turn_seconds, start_ms=start_ms, **kwargs)
 
     def reset(self) -> None:
         self.vad.reset()

@@ -72,7 +72,7 @@ class Wav2LipEngine:
             raise EngineUnavailable(f"{NEEDED} ({WHERE})")
         path = Path(o.checkpoint).expanduser()
         self.checkpoint = path if path.is_absolute() else Path(base_dir or Path.cwd()) / path
-        self.device = pick_device(o.device)
+        self.device = pick_device(o.device, o.backend)
         self.precision = pick_precision(o.precision, self.device, o.backend)
         self.model = load_generator(self.checkpoint)
         if o.threads and self.device == "cpu":
@@ -101,7 +101,10 @@ class Wav2LipEngine:
             raise InputError(f"{source}: {exc}") from None
         o = self.options
         runner = make_runner(self.model, crop.network_input(portrait), self.device, self.precision, o.backend, o.threads)
-        for size in {max(1, o.batch_size // COLD_DIVISOR), o.batch_size}:  # per-shape set-up, before the clock runs
+        # per-shape set-up before the clock runs: on CUDA (cudnn.benchmark tunes each new
+        # shape, tens of ms) every batch size live mode can form; elsewhere the two it forms most
+        sizes = range(1, o.batch_size + 1) if self.device == "cuda" else {max(1, o.batch_size // COLD_DIVISOR), o.batch_size}
+        for size in sizes:
             runner(np.full((size, 80, 16), -4.0, dtype=np.float32))
         log.info("wav2lip: %s, batch %d, face box %dx%d", runner.name, o.batch_size, *crop.size)
         if self._lips is not None:

@@ -39,8 +39,8 @@ def cpu_has_native_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def pick_device(option: str) -> str:
-    if option == "cpu":
+def pick_device(option: str, backend: str = "torch") -> str:
+    if option == "cpu" or (option == "auto" and backend == "onnx"):  # the ONNX path runs on the CPU only
         return "cpu"
     if torch.cuda.is_available():
         return "cuda"
