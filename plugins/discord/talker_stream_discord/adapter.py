@@ -17,7 +17,8 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import discord
@@ -33,6 +34,19 @@ from .voice import VoiceOrigin, VoiceSession, voice_problem
 log = logging.getLogger(__name__)
 
 NO_PINGS = discord.AllowedMentions.none()  # a model's answer must never ping @everyone or a role
+HEALTHY_S = 60.0  # a client that was ready this long before giving up starts its backoff afresh
+
+# /ask when the question will not be answered: what on_message said happened to it (the core's
+# QuestionQueue.offer outcomes), told only to the asker
+ASK_NOTES = {
+    "rate_limited": "You asked recently: try again in a bit.",
+    "merged": "Someone asked that already: listen for the answer.",
+    "refused": "Sorry, I can't take that question.",
+    "expired": "That question came too late to be answered: try again.",
+    "dropped_full": "Too many questions are waiting: try again in a bit.",
+    "error": "Sorry, that question could not be queued: try again in a bit.",
+}
+QUEUED = "Queued: the avatar will answer on stream."
 
 
 @dataclass
@@ -51,6 +65,7 @@ class AskHandle:
     """The handle of a /ask question: the deferred interaction to follow up."""
 
     interaction: discord.Interaction
+    responded: asyncio.Event = field(default_factory=asyncio.Event)  # set once the deferral went out (or failed)
 
 
 class DiscordAdapter:
@@ -58,8 +73,10 @@ class DiscordAdapter:
     Options = Options
 
     def __init__(self, options: Options | None = None, base_dir: Path | None = None, *, settings=None,
-                 client_options: dict | Callable[[], dict] | None = None) -> None:
+                 client_options: dict | Callable[[], dict] | None = None, reply_in_chat: bool = False) -> None:
         self.options = options or Options()
+        # whether the core will call reply() with the answer: [chat] reply_in_chat turns it on too
+        self.replying = self.options.reply_in_chat or reply_in_chat
         self.base_dir = base_dir
         self.settings = settings  # for voice: [tts] and [asr]; the defaults when None
         # extra discord.Client keyword arguments, or a function returning them, called on the
@@ -72,11 +89,12 @@ class DiscordAdapter:
         self._tts_lock = threading.Lock()
         self._stopping: asyncio.Event | None = None
         self._stop_requested = threading.Event()
-        self._on_message: Callable[[ChatMessage], None] = lambda m: None
+        self._on_message: Callable[[ChatMessage], object] = lambda m: None
         self.ready = threading.Event()  # set each time the gateway session is ready
+        self._ready_at: float | None = None  # loop time of the current client's first READY
 
     # -- the contract --------------------------------------------------------------------
-    def run(self, on_message: Callable[[ChatMessage], None]) -> None:
+    def run(self, on_message: Callable[[ChatMessage], object]) -> None:
         token = os.environ.get(self.options.token_env, "").strip()
         if not token:
             raise EngineUnavailable(f"Discord needs a bot token in the environment variable "
@@ -118,6 +136,7 @@ class DiscordAdapter:
         delay = self.options.reconnect_seconds
         state = ""
         while not self._stopping.is_set():
+            self._ready_at = None
             self.client = client = self._make_client()
             task = asyncio.create_task(client.start(token, reconnect=True))
             stop = asyncio.create_task(self._stopping.wait())
@@ -137,6 +156,8 @@ class DiscordAdapter:
                           "Bot > Privileged Gateway Intents), then restart")
                 await self._stopping.wait()
                 return
+            if self._ready_at is not None and self.loop.time() - self._ready_at >= HEALTHY_S:
+                delay, state = self.options.reconnect_seconds, ""  # it was up a while: a fresh failure
             why = f"{type(exc).__name__}: {exc}" if exc else "closed"
             if why != state:
                 unexpected = exc is not None and not isinstance(exc, (OSError, discord.ConnectionClosed,
@@ -175,7 +196,7 @@ class DiscordAdapter:
         @client.event
         async def on_ready() -> None:
             log.info("discord: connected as %s to %d server(s)", client.user, len(client.guilds))
-            self.ready.set()
+            self._connected()
 
         @client.event
         async def on_resumed() -> None:
@@ -193,10 +214,16 @@ class DiscordAdapter:
         @client.event
         async def on_voice_state_update(member, before, after) -> None:
             if member.id == client.user.id and after.channel is None and member.guild.id in self.sessions:
-                self.sessions.pop(member.guild.id).close()  # disconnected by someone else
+                session = self.sessions.pop(member.guild.id)  # disconnected by someone else
                 log.info("discord voice: disconnected from %s", before.channel)
+                await asyncio.to_thread(session.close)  # joins its threads: never on the gateway's loop
 
         return client
+
+    def _connected(self) -> None:
+        if self._ready_at is None:
+            self._ready_at = asyncio.get_running_loop().time()
+        self.ready.set()
 
     async def _sync(self, client: discord.Client, tree: app_commands.CommandTree) -> None:
         """Register the slash commands: per configured server (instant), else globally."""
@@ -215,8 +242,12 @@ class DiscordAdapter:
         @tree.command(name="ask", description="Ask the avatar a question")
         @app_commands.describe(question="What you want to ask")
         async def ask(interaction: discord.Interaction, question: app_commands.Range[str, 1, 1500]) -> None:
-            await interaction.response.defer(thinking=True)  # the answer comes later, as a follow-up
-            self._emit(interaction.user, interaction.channel, question, AskHandle(interaction))
+            handle = AskHandle(interaction)
+            outcome = self._emit(interaction.user, interaction.channel, question, handle)  # only enqueues
+            try:
+                await self._respond_ask(interaction, outcome)
+            finally:
+                handle.responded.set()
 
         if not self.options.voice:
             return
@@ -228,8 +259,22 @@ class DiscordAdapter:
 
         @tree.command(name="leave", description="The avatar leaves the voice channel")
         async def leave(interaction: discord.Interaction) -> None:
+            await interaction.response.defer(thinking=True)  # leaving waits for speech recognition: past 3 s
             left = interaction.guild is not None and await self._leave(interaction.guild.id)
-            await interaction.response.send_message("Left the voice channel." if left else "I'm not in a voice channel.")
+            await interaction.followup.send("Left the voice channel." if left else "I'm not in a voice channel.")
+
+    async def _respond_ask(self, interaction: discord.Interaction, outcome) -> None:
+        """Answer /ask at once: a note to the asker alone when the question will not be
+        answered, "queued" when the answer is only spoken on stream, else "is thinking…" until
+        reply() follows up. (A deferral cannot be followed by a message only the asker sees:
+        Discord turns the first follow-up into the deferred, public, message.)"""
+        note = ASK_NOTES.get(outcome.replace("-", "_")) if isinstance(outcome, str) else None
+        if note is not None:
+            await interaction.response.send_message(note, ephemeral=True)
+        elif not self.replying:
+            await interaction.response.send_message(QUEUED, allowed_mentions=NO_PINGS)
+        else:
+            await interaction.response.defer(thinking=True)  # the answer comes later, as a follow-up
 
     # -- text ----------------------------------------------------------------------------
     def _mentioned(self, client: discord.Client, msg: discord.Message) -> None:
@@ -243,18 +288,27 @@ class DiscordAdapter:
         if text:
             self._emit(msg.author, msg.channel, text, msg)
 
-    def _emit(self, author, channel, text: str, handle) -> None:
-        perms = channel.permissions_for(author) if hasattr(channel, "permissions_for") and hasattr(author, "roles") else None
-        guild = getattr(channel, "guild", None)
-        moderator = bool(perms and perms.manage_messages) or (guild is not None and guild.owner_id == author.id)
+    def _emit(self, author, channel, text: str, handle):
+        """Hand a question to the core; what on_message returned (the queue's outcome, such as
+        "accepted" or "rate_limited", where the core says), or "error" when it raised."""
         try:
-            self._on_message(ChatMessage(platform="discord", channel=str(channel.id), author=author.display_name,
-                                         text=text, author_id=str(author.id), moderator=moderator, handle=handle))
+            perms = (channel.permissions_for(author) if hasattr(channel, "permissions_for") and hasattr(author, "roles")
+                     else None)
+            guild = getattr(channel, "guild", None)
+            moderator = bool(perms and perms.manage_messages) or (guild is not None and guild.owner_id == author.id)
+            return self._on_message(ChatMessage(
+                platform="discord", channel=str(channel.id), author=author.display_name, text=text,
+                author_id=str(author.id), moderator=moderator, handle=handle))
         except Exception:  # noqa: BLE001 - the core's queue must not take the gateway down
             log.exception("discord: on_message failed")
+            return "error"
 
     async def _send(self, handle, chunks: list[str]) -> None:
         if isinstance(handle, AskHandle):
+            try:  # an answer quicker than the deferral must not follow up before it
+                await asyncio.wait_for(handle.responded.wait(), 10)
+            except TimeoutError:
+                pass
             try:
                 for chunk in chunks:
                     await handle.interaction.followup.send(chunk, allowed_mentions=NO_PINGS)
@@ -296,7 +350,7 @@ class DiscordAdapter:
         channel = getattr(getattr(member, "voice", None), "channel", None)
         if guild is None or channel is None:
             return "Join a voice channel first, then use /join."
-        why = voice_problem()
+        why = await asyncio.to_thread(voice_problem)  # may look for libopus (ldconfig)
         if why is None:
             try:
                 await asyncio.to_thread(self._open_engines)
@@ -314,9 +368,15 @@ class DiscordAdapter:
             log.error("discord voice: cannot connect to %s: %s", channel, exc)
             return f"I couldn't connect to {channel.name}: {exc or type(exc).__name__}."
         text_channel = interaction.channel
-        session = VoiceSession(vc, loop=asyncio.get_running_loop(), on_message=self._on_message, tts=self.tts,
-                               asr=self.asr, asr_settings=self._settings().asr,
-                               report=lambda text: self._report(text_channel, text), tts_lock=self._tts_lock)
+        try:  # loads Silero VAD: off the loop
+            session = await asyncio.to_thread(partial(
+                VoiceSession, vc, loop=asyncio.get_running_loop(), on_message=self._on_message, tts=self.tts,
+                asr=self.asr, asr_settings=self._settings().asr,
+                report=lambda text: self._report(text_channel, text), tts_lock=self._tts_lock))
+        except Exception as exc:  # noqa: BLE001 - the VAD model missing, say: tell the user, leave the channel
+            log.exception("discord voice: cannot listen in %s", channel)
+            await vc.disconnect(force=True)
+            return f"I can't listen in {channel.name}: {exc or type(exc).__name__}."
         self.sessions[guild.id] = session
         session.start()
         return f"Listening in {channel.name}. Ask me anything; talk over me to interrupt. /leave when done."

@@ -320,19 +320,25 @@ class VoiceSession:
         while (item := self._turns.get()) is not None:
             member, pcm = item
             try:
-                text = self.asr.transcribe(pcm)
+                self._heard(member, pcm)
             except Exception:  # noqa: BLE001 - one failed turn must not end listening
-                log.exception("discord voice: speech recognition failed")
-                continue
-            if not text.strip(" .,!?-"):
-                continue
-            perms = self.channel.permissions_for(member)
-            moderator = bool(perms.manage_messages) or member.id == getattr(self.channel.guild, "owner_id", None)
-            self.heard += 1
-            self.on_message(ChatMessage(
-                platform="discord", channel=str(self.channel.id), author=member.display_name, text=text,
-                author_id=str(member.id), moderator=moderator,
-                handle=VoiceOrigin(self.channel.guild.id, self.channel.id, member.id)))
+                log.exception("discord voice: a turn of %s could not be turned into a question",
+                              getattr(member, "display_name", member))
+
+    def _heard(self, member, pcm: np.ndarray) -> None:
+        """One finished turn: Whisper, then a ChatMessage (ASR thread)."""
+        text = self.asr.transcribe(pcm)
+        if not text.strip(" .,!?-"):
+            return
+        # voice-recv may hand over a plain discord.User (no roles): no channel permissions then
+        perms = self.channel.permissions_for(member) if hasattr(member, "roles") else None
+        guild = getattr(self.channel, "guild", None)
+        moderator = bool(perms and perms.manage_messages) or member.id == getattr(guild, "owner_id", None)
+        self.heard += 1
+        self.on_message(ChatMessage(
+            platform="discord", channel=str(self.channel.id), author=member.display_name, text=text,
+            author_id=str(member.id), moderator=moderator,
+            handle=VoiceOrigin(guild.id, self.channel.id, member.id)))
 
     # -- speaking ----------------------------------------------------------------------
     def say(self, pieces: Iterable[str]) -> bool:
