@@ -138,6 +138,30 @@ def test_malformed_packets_and_unknown_commands_do_not_crash(bili):
     assert adapter.connects == 1 and len(bili.auths) == 1  # none of it cost the connection
 
 
+def test_overflowing_numbers_and_deep_nesting_skip_only_that_command(bili):
+    """1e999 gifts, a 400-digit price, JSON nested 100,000 deep: each command is skipped, the connection stays."""
+    adapter = BilibiliAdapter(options(bili))
+    deep = b'{"cmd": "DANMU_MSG", "info": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with Running(adapter) as run:
+        connected(bili)
+        for data in (
+            frame(5, b'{"cmd": "SEND_GIFT", "data": {"uid": 9, "uname": "Inf", "num": 1e999, "price": 1000, '
+                     b'"coin_type": "gold"}}'),
+            frame(5, b'{"cmd": "GUARD_BUY", "data": {"uid": 9, "username": "Big", "num": 1, "price": '
+                     + b"9" * 400 + b"}}"),
+            frame(5, b'{"cmd": "SUPER_CHAT_MESSAGE", "data": {"id": 1, "uid": 9, "price": ' + b"9" * 400
+                     + b', "message": "huge"}}'),
+            frame(5, b'{"cmd": "SUPER_CHAT_MESSAGE", "data": {"id": 2, "uid": 9, "price": 1e999, "message": "inf"}}'),
+            frame(5, deep),
+            frame(5, zlib.compress(frame(5, deep) + frame(5, danmaku(2, "Bob", "同一批"))), 2),  # rest of a batch
+        ):
+            bili.push(data)
+        bili.push(frame(5, danmaku(1, "Ann", "还在吗")))
+        assert [m.text for m in run.take(2)] == ["同一批", "还在吗"]
+        assert run.inbox.empty()
+    assert adapter.connects == 1 and len(bili.auths) == 1  # none of it cost the connection
+
+
 def test_dropped_connection_reconnects_and_misses_nothing_after(bili, caplog):
     caplog.set_level(logging.INFO)
     adapter = BilibiliAdapter(options(bili))

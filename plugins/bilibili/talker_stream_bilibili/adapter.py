@@ -63,6 +63,7 @@ class BilibiliAdapter(AsyncAdapter):
         self._super_chats = RecentSet(1024)
         self._told_reply = False
         self._authed = False  # this connection's login was accepted (later auth replies are noise)
+        self.bad_commands = 0  # commands skipped because reading them failed
 
     @classmethod
     def check(cls) -> str | None:
@@ -163,10 +164,21 @@ class BilibiliAdapter(AsyncAdapter):
             elif packet.op == protocol.HEARTBEAT_REPLY:
                 self.popularity = protocol.popularity(packet.body)
             elif packet.op == protocol.COMMAND:
-                cmd = protocol.command(packet.body)
-                if cmd is not None:
-                    self._command(cmd)
+                try:
+                    cmd = protocol.command(packet.body)
+                    if cmd is not None:
+                        self._command(cmd)
+                except Exception as exc:  # noqa: BLE001 - one bad command is skipped, never the connection
+                    self._bad_command(exc)
         return True
+
+    def _bad_command(self, exc: Exception) -> None:
+        self.bad_commands += 1
+        if self.bad_commands == 1:
+            log.warning("bilibili: skipped a command that could not be read (%s; further ones at debug level)",
+                        type(exc).__name__)
+        else:
+            log.debug("bilibili: skipped a command that could not be read", exc_info=exc)
 
     def _command(self, cmd: dict) -> None:
         event = protocol.event(cmd)

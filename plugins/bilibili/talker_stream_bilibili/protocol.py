@@ -34,6 +34,7 @@ bad input: a truncated or malformed packet ends the parse of that message only.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ def command(body: bytes) -> dict | None:
     """A command body as JSON, or None."""
     try:
         value = json.loads(body.decode("utf-8", "replace"))
-    except ValueError:
+    except Exception:  # noqa: BLE001 - ValueError, RecursionError (deep nesting): a lost command
         return None
     return value if isinstance(value, dict) and isinstance(value.get("cmd"), str) else None
 
@@ -123,7 +124,7 @@ def auth_code(body: bytes) -> int | None:
     """The auth reply's code: 0 accepted; anything else (or nothing readable) refused."""
     try:
         value = json.loads(body.decode("utf-8", "replace"))
-    except ValueError:
+    except Exception:  # noqa: BLE001 - ValueError, RecursionError
         return None
     return value.get("code") if isinstance(value, dict) and isinstance(value.get("code"), int) else None
 
@@ -157,7 +158,7 @@ def event(cmd: dict) -> Danmaku | Paid | None:
     """The event a command carries, or None for the ones ignored; never raises."""
     try:
         return _event(cmd)
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+    except Exception:  # noqa: BLE001 - TypeError, OverflowError (1e999), RecursionError ...: one lost command
         return None
 
 
@@ -176,7 +177,7 @@ def _event(cmd: dict) -> Danmaku | Paid | None:
         if not uid:  # anonymous connection: uid 0, masked name; the hash still tells viewers apart
             try:
                 h = json.loads(extra.get("extra") or "{}").get("user_hash")
-            except (ValueError, AttributeError):
+            except Exception:  # noqa: BLE001 - not a JSON object string: no hash, the danmaku still counts
                 h = None
             uid = f"hash:{h}" if isinstance(h, (str, int)) and h else ""
         return Danmaku(uid, uname, text, bool(len(user) > 2 and user[2] == 1))
@@ -184,7 +185,7 @@ def _event(cmd: dict) -> Danmaku | Paid | None:
     if not isinstance(data, dict):
         return None
     if name == "SUPER_CHAT_MESSAGE":
-        price = float(data["price"])
+        price = _money(data["price"])
         user = data.get("user_info") if isinstance(data.get("user_info"), dict) else {}
         return Paid(_id(data.get("uid")), str(user.get("uname") or ""), price, f"¥{price:g} Super Chat",
                     text=str(data.get("message") or ""), id=_id(data.get("id")))
@@ -193,10 +194,18 @@ def _event(cmd: dict) -> Danmaku | Paid | None:
         uname = data.get("uname") if name == "SEND_GIFT" else data.get("username")
         num = max(1, int(data.get("num") or 1))
         free = name == "SEND_GIFT" and data.get("coin_type") != "gold"
-        cny = 0.0 if free else float(data.get("price") or 0) * num / 1000
+        cny = 0.0 if free else _money(float(data.get("price") or 0) * num / 1000)
         label = f"{num} × {data.get(gift) or 'gift'}" + (f" (¥{cny:g})" if cny else "")
         return Paid(_id(data.get("uid")), str(uname or ""), cny, label)
     return None
+
+
+def _money(value: Any) -> float:
+    """A finite, non-negative amount; ValueError for inf, nan or a negative one."""
+    amount = float(value)
+    if not math.isfinite(amount) or amount < 0:
+        raise ValueError(f"not an amount: {value!r}")
+    return amount
 
 
 def _id(value: Any) -> str:
