@@ -9,6 +9,7 @@ error policy and message mapping, pointed at the fake through ``base_url``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -101,6 +102,66 @@ def test_polling_interval_and_page_tokens_are_honoured(youtube):
         wait_until(lambda: len(youtube.polls) >= 4, what="four polls")
     gaps = [b[0] - a[0] for a, b in zip(youtube.polls, youtube.polls[1:])]
     assert min(gaps) >= 0.45, gaps
+
+
+def test_polling_never_runs_in_a_tight_loop(youtube):
+    youtube.interval_ms = 1  # the API asks for 1 ms and min_poll_seconds = 0 (the option allows it)
+    with Running(YouTubeAdapter(options(youtube, min_poll_seconds=0.0))):
+        wait_until(lambda: len(youtube.polls) >= 3, what="three polls")
+    gaps = [b[0] - a[0] for a, b in zip(youtube.polls, youtube.polls[1:])]
+    assert min(gaps) >= 0.45, gaps
+    from talker_stream_youtube.adapter import _interval  # and a nonsense interval is no crash
+
+    assert (_interval(10 ** 400), _interval(float("nan")), _interval(True), _interval(2500)) == (600.0, 5.0, 5.0, 2.5)
+
+
+def test_malformed_items_and_error_bodies_skip_only_themselves(youtube, caplog):
+    caplog.set_level(logging.DEBUG)
+    youtube.raw_answers = [(500, b'{"error": {"code": 500, "errors": 5, "message": 7}}'),  # a generic error
+                           (200, b"[" * 100_000 + b"]" * 100_000)]  # nested too deep to parse: an empty page
+    youtube.add(
+        {"id": "b1", "snippet": {"type": "textMessageEvent", "textMessageDetails": "not an object"}},
+        paid_item(2, "Inf", "superChatEvent", {"amountMicros": float("inf"), "userComment": "free money?"}),
+        paid_item(3, "Stk", "superStickerEvent", {"superStickerMetadata": "x", "amountMicros": "1" * 500}),
+        paid_item(4, "Mem", "memberMilestoneChatEvent", ["not", "an", "object"]),
+        paid_item(5, "Big", "memberMilestoneChatEvent", {"memberMonth": 10 ** 400, "userComment": "so long"}),
+        {"id": "b6", "snippet": {"type": "textMessageEvent", "textMessageDetails": {"messageText": "odd author"}},
+         "authorDetails": {"channelId": ["a", "list"], "displayName": {"x": 1}}},
+        text_item(7, "Ann", "still reading?"),
+    )
+    adapter = YouTubeAdapter(options(youtube, skip_backlog=False))
+    with Running(adapter) as run:
+        inf, big, odd, ann = run.take(4)
+    assert (inf.text, inf.paid, inf.priority) == ("free money?", 0.0, REGULAR)  # no amount to trust
+    assert (big.text, big.paid_label) == ("so long", "")
+    assert (odd.text, odd.author, odd.author_id) == ("odd author", "someone", "")
+    assert ann.text == "still reading?"
+    assert "API error, retrying" in caplog.text and "failed, retrying" not in caplog.text  # serve() never failed
+
+
+def test_a_restart_goes_on_from_the_last_page_token(youtube, caplog):
+    """serve() fails (a bug) and runs again: what was said meanwhile is read, not skipped as backlog."""
+    caplog.set_level(logging.INFO)
+    youtube.add(text_item(1, "early", "said before we started"))
+    adapter = YouTubeAdapter(options(youtube))
+    adapter.retry_first = 0.2  # serve() again soon where the core lets an adapter choose
+    real_take, armed = adapter._take, threading.Event()
+
+    def take(*args, **kw):
+        if armed.is_set():
+            armed.clear()
+            raise RuntimeError("a bug while reading a page")
+        return real_take(*args, **kw)
+    adapter._take = take
+    with Running(adapter) as run:
+        wait_until(lambda: len(youtube.polls) >= 2, what="a second poll")
+        armed.set()
+        youtube.add(text_item(2, "Ann", "asked while it broke"))
+        wait_until(lambda: "failed, retrying" in caplog.text, what="serve() to fail")
+        youtube.add(text_item(3, "Bob", "asked while it restarted"))
+        got = run.take(2)
+    assert [m.text for m in got] == ["asked while it broke", "asked while it restarted"]
+    assert run.inbox.empty()  # the backlog from before the start stayed skipped
 
 
 def test_quota_exhausted_backs_off_and_logs_once(youtube, caplog):

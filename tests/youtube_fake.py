@@ -50,6 +50,7 @@ class FakeYouTube:
         self.live_chat = "chat-1"  # the video's activeLiveChatId; "" = not live
         self.ended: set[str] = set()
         self.quota_errors = 0  # answer this many list calls with quotaExceeded
+        self.raw_answers: list[tuple[int, bytes]] = []  # (status, body) answered, in order, before anything else
         self.polls: list[tuple[float, str, str]] = []  # (time, chat, pageToken)
         self.tokens_sent: list[str] = []  # nextPageToken values handed out
         self.quota_times: list[float] = []
@@ -94,6 +95,9 @@ class FakeYouTube:
         chat, page = request.query.get("liveChatId", ""), request.query.get("pageToken", "")
         assert request.query.get("part") == "snippet,authorDetails"
         self.polls.append((time.monotonic(), chat, page))
+        if self.raw_answers:
+            status, raw = self.raw_answers.pop(0)
+            return web.Response(body=raw, status=status, content_type="application/json")
         if self.quota_errors > 0:
             self.quota_errors -= 1
             self.quota_times.append(time.monotonic())

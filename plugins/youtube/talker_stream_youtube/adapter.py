@@ -5,9 +5,10 @@ How the chat is found: ``GET {base}/videos?part=liveStreamingDetails&id=VIDEO`` 
 token and no video, ``GET {base}/liveBroadcasts?part=snippet&broadcastStatus=active&broadcastType=all``
 gives your own live broadcast's ``snippet.liveChatId``. Then
 ``GET {base}/liveChat/messages?liveChatId=ID&part=snippet,authorDetails&pageToken=T`` is
-polled, waiting ``pollingIntervalMillis`` (or ``min_poll_seconds`` when that is longer)
-between calls and following ``nextPageToken``. The first page holds the chat's backlog,
-skipped by default so the avatar does not answer questions asked before it started.
+polled, waiting ``pollingIntervalMillis`` (or ``min_poll_seconds`` when that is longer,
+and never under 0.5 s) between calls and following ``nextPageToken``. The adapter's first
+page holds the chat's backlog, skipped by default so the avatar does not answer questions
+asked before it started; after a restart it goes on from the last page token instead.
 
 Why a floor on the polling interval: each list call costs 5 quota units and a project gets
 10,000 a day by default, so honouring a 2 s interval would spend the day's quota in
@@ -34,6 +35,7 @@ from .messages import AUTH, ENDED, QUOTA, RATE, error_reason, to_message
 log = logging.getLogger(__name__)
 
 MAX_REPLY_CHARS = 200  # YouTube's limit for one chat message
+MIN_POLL_SECONDS = 0.5  # whatever min_poll_seconds and the API say: never a tight polling loop
 
 
 @dataclass
@@ -71,6 +73,9 @@ class YouTubeAdapter(AsyncAdapter):
         self._reply_lock: asyncio.Lock | None = None
         self._last_reply = 0.0
         self._told: set[str] = set()
+        self._page: tuple[str, str] = ("", "")  # (chat, nextPageToken): where reading stopped, kept across restarts
+        self._backlog_done = False  # the adapter's very first page (the only one whose backlog is skipped) is read
+        self.bad_items = 0  # chat items skipped because reading them failed
 
     @classmethod
     def check(cls) -> str | None:
@@ -167,11 +172,11 @@ class YouTubeAdapter(AsyncAdapter):
         while not self.stopping:
             if o.video_id:
                 result, body = await self._call("videos", {"part": "liveStreamingDetails", "id": o.video_id}, backoff)
-                chats = [(i.get("liveStreamingDetails") or {}).get("activeLiveChatId") for i in _items(body)]
+                chats = [_get(i.get("liveStreamingDetails"), "activeLiveChatId") for i in _items(body)]
             else:
                 params = {"part": "snippet", "broadcastStatus": "active", "broadcastType": "all"}
                 result, body = await self._call("liveBroadcasts", params, backoff)
-                chats = [(i.get("snippet") or {}).get("liveChatId") for i in _items(body)]
+                chats = [_get(i.get("snippet"), "liveChatId") for i in _items(body)]
             chat = next((c for c in chats if isinstance(c, str) and c), None)
             if chat:
                 return chat
@@ -182,10 +187,11 @@ class YouTubeAdapter(AsyncAdapter):
         return None
 
     async def _poll(self, chat: str) -> None:
-        """Read *chat* until it ends (returns) or stop() (cancelled)."""
+        """Read *chat* until it ends (returns) or stop() (cancelled). After a restart of serve()
+        (or a chat that went away and came back) reading goes on from the last page token, so
+        what was said meanwhile is not lost; only the adapter's very first page skips the backlog."""
         o = self.options
-        token = ""
-        first = True
+        token = self._page[1] if self._page[0] == chat else ""
         backoff = Backoff(1.0, 60.0)
         while not self.stopping:
             params = {"liveChatId": chat, "part": "snippet,authorDetails"}
@@ -198,37 +204,51 @@ class YouTubeAdapter(AsyncAdapter):
             if result == "wait":
                 continue
             self.say("reading live chat")
-            ended = self._take(body, chat, skip=first and o.skip_backlog)
-            first = False
+            ended = self._take(body, chat, skip=not self._backlog_done and o.skip_backlog)
+            self._backlog_done = True
             token = body.get("nextPageToken") if isinstance(body.get("nextPageToken"), str) else token
+            self._page = (chat, token)
             if ended or body.get("offlineAt"):
                 self.say("live chat ended", detail="the stream went offline")
                 return
-            interval = body.get("pollingIntervalMillis")
-            interval = min(600.0, interval / 1000) if isinstance(interval, (int, float)) and interval > 0 else 5.0
-            if await self.sleep(max(interval, o.min_poll_seconds)):
+            if await self.sleep(max(_interval(body.get("pollingIntervalMillis")), o.min_poll_seconds,
+                                    MIN_POLL_SECONDS)):
                 return
 
     def _take(self, body: dict, chat: str, skip: bool) -> bool:
         """Emit the page's new messages; True if the chat says it ended."""
         ended = False
         for item in _items(body)[:2000]:
-            item_id = item.get("id")
-            if isinstance(item_id, str) and not self._seen.add(item_id):
-                continue  # already seen (a page served twice)
-            snippet = item.get("snippet") if isinstance(item.get("snippet"), dict) else {}
-            if snippet.get("type") == "chatEndedEvent":
-                ended = True
-            details = item.get("authorDetails") if isinstance(item.get("authorDetails"), dict) else {}
-            author = details.get("channelId") or snippet.get("authorChannelId")
-            if skip or author in self._mine:
+            try:
+                message, note, ended_here = self._read_item(item, chat, skip)
+            except Exception as exc:  # noqa: BLE001 - one malformed item is skipped, never the chat
+                self.bad_items += 1
+                if self.bad_items == 1:
+                    log.warning("youtube: skipped a chat item that could not be read (%s; further ones at "
+                                "debug level)", type(exc).__name__)
+                else:
+                    log.debug("youtube: skipped a chat item that could not be read", exc_info=exc)
                 continue
-            message, note = to_message(item, chat)
+            ended = ended or ended_here
             if message is not None:
                 self.emit(message)
-            else:
+            elif note:
                 log.debug("youtube: skipped: %s", note)
         return ended
+
+    def _read_item(self, item: dict, chat: str, skip: bool) -> tuple[ChatMessage | None, str, bool]:
+        """(the message or None, why it was dropped, whether it says the chat ended)."""
+        item_id = item.get("id")
+        if isinstance(item_id, str) and not self._seen.add(item_id):
+            return None, "", False  # already seen (a page served twice)
+        snippet = item.get("snippet") if isinstance(item.get("snippet"), dict) else {}
+        ended = snippet.get("type") == "chatEndedEvent"
+        details = item.get("authorDetails") if isinstance(item.get("authorDetails"), dict) else {}
+        author = details.get("channelId") or snippet.get("authorChannelId")
+        if skip or (isinstance(author, str) and author in self._mine):
+            return None, "", ended
+        message, note = to_message(item, chat)
+        return message, note, ended
 
     # -- replying -------------------------------------------------------------------------
     def reply(self, message: ChatMessage, text: str) -> bool:
@@ -283,6 +303,21 @@ def _reply_text(author: str, text: str) -> str:
     return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + "…"
 
 
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+def _interval(millis: Any) -> float:
+    """pollingIntervalMillis in seconds, at most 600; 5 s when missing or nonsense."""
+    if type(millis) not in (int, float):
+        return 5.0
+    try:
+        seconds = float(millis) / 1000
+    except OverflowError:  # a 400-digit integer
+        return 600.0
+    return min(600.0, seconds) if seconds > 0 else 5.0  # nan > 0 is False
+
+
 def _items(body: Any) -> list[dict]:
     items = body.get("items") if isinstance(body, dict) else None
     return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
@@ -291,7 +326,7 @@ def _items(body: Any) -> list[dict]:
 async def _json(response: Any) -> Any:
     try:
         return await response.json(content_type=None)
-    except ValueError:  # not JSON (a proxy's error page): treated as an empty answer
+    except (ValueError, RecursionError):  # not JSON (a proxy's error page), or nested too deep: an empty answer
         return {}
 
 

@@ -30,6 +30,7 @@ only logged. Deletions, bans, new members and polls are not questions.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from talker_stream.adapters import ChatMessage
@@ -50,10 +51,16 @@ def _text(value: Any, limit: int = 2000) -> str:
     return " ".join(value.split())[:limit] if isinstance(value, str) else ""
 
 
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _money(details: dict, kind: str) -> tuple[float, str]:
     try:
         amount = int(details.get("amountMicros") or 0) / 1e6
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite or 400-digit amount
+        amount = 0.0
+    if not math.isfinite(amount) or amount < 0:
         amount = 0.0
     shown = _text(details.get("amountDisplayString"), 40) or f"{amount:g} {_text(details.get('currency'), 8)}".strip()
     return amount, f"{shown} {kind}" if amount > 0 else ""
@@ -63,29 +70,29 @@ def to_message(item: Any, channel: str) -> tuple[ChatMessage | None, str]:
     """A liveChatMessage resource -> (ChatMessage or None, a note for the log when dropped)."""
     if not isinstance(item, dict):
         return None, "not an object"
-    snippet, author = item.get("snippet"), item.get("authorDetails")
+    snippet, author = item.get("snippet"), _dict(item.get("authorDetails"))
     if not isinstance(snippet, dict):
         return None, "no snippet"
-    author = author if isinstance(author, dict) else {}
     kind = snippet.get("type")
     paid, label = 0.0, ""
     if kind == "textMessageEvent":
-        text = _text((snippet.get("textMessageDetails") or {}).get("messageText")) or _text(snippet.get("displayMessage"))
+        text = _text(_dict(snippet.get("textMessageDetails")).get("messageText"))
+        text = text or _text(snippet.get("displayMessage"))
     elif kind == "superChatEvent":
-        details = snippet.get("superChatDetails") or {}
+        details = _dict(snippet.get("superChatDetails"))
         text = _text(details.get("userComment"))
         paid, label = _money(details, "Super Chat")
     elif kind == "superStickerEvent":
-        details = snippet.get("superStickerDetails") or {}
-        text = _text((details.get("superStickerMetadata") or {}).get("altText"))
+        details = _dict(snippet.get("superStickerDetails"))
+        text = _text(_dict(details.get("superStickerMetadata")).get("altText"))
         paid, label = _money(details, "Super Sticker")
     elif kind == "memberMilestoneChatEvent":
-        details = snippet.get("memberMilestoneChatDetails") or {}
+        details = _dict(snippet.get("memberMilestoneChatDetails"))
         text = _text(details.get("userComment"))
         months = details.get("memberMonth")
-        label = f"member for {months} months" if isinstance(months, int) else ""
+        label = f"member for {months} months" if type(months) is int and 0 < months < 10_000 else ""
     else:
-        return None, f"{kind} is not a question"
+        return None, f"{_text(kind, 60) or 'an event without a type'} is not a question"
     name = _text(author.get("displayName"), 100) or "someone"
     if not text:
         return None, f"{label or kind} from {name} without words"
@@ -99,13 +106,13 @@ def to_message(item: Any, channel: str) -> tuple[ChatMessage | None, str]:
 
 
 def error_reason(status: int, body: Any) -> tuple[str, str]:
-    """(what to do, the API's own words) for an error answer."""
-    error = body.get("error") if isinstance(body, dict) else None
-    error = error if isinstance(error, dict) else {}
-    reasons = [e.get("reason") for e in error.get("errors") or [] if isinstance(e, dict)]
+    """(what to do, the API's own words) for an error answer; a malformed body is a plain HTTP error."""
+    error = _dict(body.get("error") if isinstance(body, dict) else None)
+    errors = error.get("errors")
+    reasons = [e.get("reason") for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
     words = _text(error.get("message"), 300) or f"HTTP {status}"
     for reason in reasons:
-        if reason in _REASONS:
+        if isinstance(reason, str) and reason in _REASONS:
             return _REASONS[reason], f"{reason}: {words}"
     if status == 404:
         return ENDED, words
