@@ -224,6 +224,68 @@ def test_dropped_connection_reconnects_and_misses_nothing_after(fake, cert, toke
     assert any("back after 1 attempt" in r.getMessage() for r in caplog.records)
 
 
+def test_odd_numbers_in_tags_cost_that_line_at_most(fake, token):
+    """'²'.isdigit() is True but int('²') fails; int() refuses 5000 digits: no such tag ends the session."""
+    server = fake()
+    adapter = TwitchAdapter(options(server.port))
+    with running(adapter) as got:
+        conn = server.joined(1)
+        conn.send(chat_line("superscript bits", "bits=²;display-name=Sup;user-id=1", nick="sup"))
+        conn.send(chat_line("endless bits", f"bits={'9' * 5000};display-name=Long;user-id=2", nick="long"))
+        conn.send(chat_line("Cheer" + "1" * 5000 + " big cheer", "bits=100;display-name=Cheery;user-id=3",
+                            nick="cheery"))
+        conn.send(chat_line("odd months", "msg-id=resub;msg-param-cumulative-months=³;display-name=Sub;user-id=4",
+                            nick="sub", command="USERNOTICE"))
+        conn.send("@slow=² :tmi.twitch.tv ROOMSTATE #chan")
+        conn.send(f"@slow={'9' * 5000} :tmi.twitch.tv ROOMSTATE #chan")
+        conn.send(chat_line("still here?"))
+        wait_for(lambda: len(got) >= 5, what="five messages")
+        time.sleep(0.1)
+    sup, long, cheery, sub, last = got
+    assert (sup.text, sup.paid, long.text, long.paid) == ("superscript bits", 0.0, "endless bits", 0.0)
+    assert cheery.text.startswith("Cheer111") and cheery.paid == 100.0  # not a cheer within the bits sent
+    assert (sub.text, sub.paid_label, last.text) == ("odd months", "resub", "still here?")
+    assert len(server.conns) == 1  # none of it cost the connection
+    assert adapter._budget.slow["chan"] <= 3600
+
+
+@pytest.mark.parametrize("when", ["welcome", "join"])
+def test_a_server_answering_every_connection_with_reconnect_is_backed_off(fake, token, when):
+    """RECONNECT right after the welcome or the JOIN, every time: the back-off grows, no connect storm."""
+    server = fake()
+    server.reconnect_at = when
+    adapter = TwitchAdapter(options(server.port, reconnect_seconds=0.1, reconnect_max_seconds=0.5))
+    with running(adapter):
+        wait_for(lambda: len(server.conns) >= 3, what="three connections")
+        time.sleep(2.0)
+    assert len(server.conns) <= 15, len(server.conns)  # 0.05-0.1, 0.1-0.2, 0.2-0.4, then 0.25-0.5 s apart
+
+
+def test_an_answer_cut_off_by_a_drop_goes_out_on_the_next_connection(fake, token):
+    server = fake()
+    adapter = TwitchAdapter(options(server.port, reply_in_chat=True, channel_gap_seconds=0))
+    real_send, cut = adapter._send, threading.Event()
+
+    async def send(*lines: str) -> None:
+        if cut.is_set() and any(" PRIVMSG " in f" {line}" for line in lines):
+            cut.clear()
+            adapter._writer.transport.abort()  # the link dies as the answer is written
+            raise ConnectionResetError("Connection lost")
+        await real_send(*lines)
+    adapter._send = send
+    with running(adapter) as got:
+        server.joined(1).send(chat_line("what now?", "id=p1;user-id=5"))
+        wait_for(lambda: got, what="the question")
+        cut.set()
+        assert adapter.reply(got[0], "the answer")
+        server.joined(2)
+        wait_for(lambda: server.privmsgs(), what="the answer on the next connection")
+        wait_for(lambda: adapter.sent == 1, what="the send to be counted")
+    (_, line), = server.privmsgs()
+    assert parse_line(line).text == "the answer" and parse_line(line).tags == {"reply-parent-msg-id": "p1"}
+    assert [n for _, n, sent in server.received if " PRIVMSG " in f" {sent}"] == [2] and adapter.waiting == 0
+
+
 def test_answers_keep_to_the_send_budget(fake, token):
     """3 lines per 1 s window: no window at the server ever holds more; threaded replies; long ones split."""
     server = fake()

@@ -53,6 +53,7 @@ class FakeTwitch:
         self.token = token
         self.bot_badges = bot_badges  # what USERSTATE says about the bot, e.g. "moderator/1"
         self.answer_pings = True  # False: a link that went silent (half-open TCP)
+        self.reconnect_at = ""  # "welcome" or "join": answer every connection with RECONNECT right then
         self.ctx = None
         if cert:
             self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -103,6 +104,8 @@ class FakeTwitch:
                 return
             for n, text in (("001", "Welcome, GLHF!"), ("002", "Your host is tmi.twitch.tv"), ("376", ">")):
                 conn.send(f":tmi.twitch.tv {n} {rest} :{text}")
+            if self.reconnect_at == "welcome":
+                conn.send(":tmi.twitch.tv RECONNECT")
         elif word == "JOIN":
             for channel in rest.split(","):
                 conn.send(f":{conn.nick}!{conn.nick}@{conn.nick}.tmi.twitch.tv JOIN {channel}")
@@ -112,6 +115,8 @@ class FakeTwitch:
                 conn.send(f"@emote-only=0;followers-only=-1;r9k=0;room-id=1;slow=0;subs-only=0 "
                           f":tmi.twitch.tv ROOMSTATE {channel}")
             conn.joined.set()
+            if self.reconnect_at == "join":
+                conn.send(":tmi.twitch.tv RECONNECT")
         elif word == "PING" and self.answer_pings:
             conn.send(f":tmi.twitch.tv PONG tmi.twitch.tv {rest}")
 

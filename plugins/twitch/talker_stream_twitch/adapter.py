@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 ANONYMOUS = "justinfan12345"  # Twitch's read-only login: any justinfanNNNN, no token
 CONNECT_TIMEOUT = 10.0
 WRITE_TIMEOUT = 10.0
-STABLE_SECONDS = 10.0  # a session that lasted this long resets the back-off
+STABLE_SECONDS = 10.0  # a session that joined and lasted this long resets the back-off
+MAX_SLOW_SECONDS = 3600.0  # a ROOMSTATE slow mode beyond this is nonsense (Twitch allows 120 s)
 REPLY_MAX_AGE = 120.0  # an answer still unsent after this long is stale: dropped, logged
 DUPLICATE_SECONDS = 30.0  # Twitch drops a non-moderator's repeat of its last line within this
 DUPLICATE_MARK = " \U000e0000"  # an invisible tag character that makes a repeat distinct
@@ -175,9 +176,12 @@ class TwitchAdapter(AsyncAdapter):
         while not self.stopping:
             started = time.monotonic()
             reason, joined = await self._session()
-            if joined and (reason == RECONNECT or time.monotonic() - started >= STABLE_SECONDS):
+            stable = joined and time.monotonic() - started >= STABLE_SECONDS
+            if stable:
                 backoff.reset()
-            delay = 0.0 if reason == RECONNECT and not backoff.failures else backoff.next() * random.uniform(0.5, 1)
+            # a RECONNECT ending a session that had joined and stayed up is answered at once; any
+            # other end (a server that answers every connection with RECONNECT too) advances the back-off
+            delay = 0.0 if reason == RECONNECT and stable else backoff.next() * random.uniform(0.5, 1)
             self._failures += 1
             # one line per state change (say() drops repeats); each retry at debug level
             self.say("disconnected, reconnecting with back-off", logging.INFO if reason == RECONNECT
@@ -270,14 +274,20 @@ class TwitchAdapter(AsyncAdapter):
             pinged = False
             dropped = lines.dropped
             for line in lines.feed(data):
-                msg = parse_line(line)
+                try:
+                    msg = parse_line(line)
+                    end = None if msg is None else await self._handle(msg, joined)
+                except (OSError, TimeoutError, EOFError):
+                    raise  # the connection itself failed (a PONG or JOIN not sent): the session ends
+                except Exception as exc:  # noqa: BLE001 - one line we cannot read costs that line only
+                    msg, end = None, None
+                    log.debug("twitch: could not handle %.200r", line, exc_info=exc)
                 if msg is None:
                     self.bad_lines += 1
-                    self._warn_once("malformed", "twitch: dropped a line that is not IRC: %.80r (further ones "
-                                    "only at debug level)", line)
-                    log.debug("twitch: not IRC: %.200r", line)
+                    self._warn_once("malformed", "twitch: dropped a line that could not be read: %.80r (further "
+                                    "ones only at debug level)", line)
+                    log.debug("twitch: dropped: %.200r", line)
                     continue
-                end = await self._handle(msg, joined)
                 if end:
                     return end
             if lines.dropped > dropped:
@@ -315,8 +325,8 @@ class TwitchAdapter(AsyncAdapter):
         elif cmd == "USERSTATE" and p:
             channel = p[0].lstrip("#").lower()
             (self._privileged.add if is_privileged(msg.tags) else self._privileged.discard)(channel)
-        elif cmd == "ROOMSTATE" and p and msg.tags.get("slow", "").isdigit():
-            self._budget.slow[p[0].lstrip("#").lower()] = float(msg.tags["slow"])
+        elif cmd == "ROOMSTATE" and p and (slow := msg.tags.get("slow", "")).isascii() and slow.isdigit():
+            self._budget.slow[p[0].lstrip("#").lower()] = min(float(slow), MAX_SLOW_SECONDS)
         elif cmd == "NOTICE":
             return self._notice(msg)
         elif cmd in ("432", "433"):
@@ -358,7 +368,12 @@ class TwitchAdapter(AsyncAdapter):
                 if delay <= 0:
                     with self._lock:
                         self._out.popleft()
-                    await self._post(line, privileged)
+                    try:
+                        await self._post(line, privileged)
+                    except (OSError, TimeoutError, asyncio.CancelledError):
+                        with self._lock:  # the connection went mid-send: first in line on the next one
+                            self._out.appendleft(line)
+                        raise
                     continue
             self._reply_evt.clear()
             with contextlib.suppress(TimeoutError):
@@ -372,8 +387,8 @@ class TwitchAdapter(AsyncAdapter):
         last, when = self._last_text.get(line.channel, ("", 0.0))
         if not privileged and text == last and now - when < DUPLICATE_SECONDS:
             text += DUPLICATE_MARK
-        self._last_text[line.channel] = (text, now)
         tags = {"reply-parent-msg-id": line.parent} if line.parent and self._tags else None
-        self._budget.spend(line.channel, privileged, now)
+        self._budget.spend(line.channel, privileged, now)  # spent even if the send fails: it may have gone out
         await self._send(format_line("PRIVMSG", "#" + line.channel, text, tags=tags))
+        self._last_text[line.channel] = (text, now)
         self.sent += 1

@@ -62,12 +62,14 @@ def clean(text: str, limit: int) -> str:
 def _strip_cheers(text: str, bits: int) -> str:
     """'Cheer100 how old are you?' -> 'how old are you?': the avatar should not read out
     cheermotes. Only tokens whose number fits within the bits sent are taken for one."""
-    words = [w for w in text.split() if not ((m := _CHEER.match(w)) and 0 < int(m.group(1)) <= bits)]
+    words = [w for w in text.split() if not ((m := _CHEER.match(w)) and 0 < _int(m.group(1)) <= bits)]
     return " ".join(words)
 
 
 def _int(value: str) -> int:
-    return int(value) if value.isdigit() else 0
+    """A tag's count: ASCII digits only ('²'.isdigit() is True, yet int('²') fails), and short
+    enough to be a count (int() refuses over 4300 digits); anything else is 0."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else 0
 
 
 def to_chat_message(msg: IrcMessage, max_chars: int = MAX_CHAT_CHARS) -> ChatMessage | None:
