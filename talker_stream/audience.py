@@ -132,11 +132,12 @@ class Audience:
     def _keep_running(self, adapter) -> None:
         delay = BACKOFF_FIRST_S
 
-        def on_message(message) -> None:  # the adapter's thread: enqueue and return
+        def on_message(message) -> str:  # the adapter's thread: enqueue and return what happened
             try:
-                self.questions.offer(message, source=adapter)
+                return self.questions.offer(message, source=adapter)
             except Exception as exc:  # noqa: BLE001 - never into the adapter's loop
                 log.warning("chat adapter %s: a message could not be queued: %s", adapter.name, exc)
+                return "error"
 
         while self._running.is_set():
             started = time.monotonic()

@@ -9,7 +9,9 @@ The contract, kept small so each platform's quirks stay inside its plugin:
 - ``run(on_message)`` blocks in a thread of its own (an adapter may run an asyncio loop
   inside it) until ``stop()``; it calls ``on_message(ChatMessage)`` for every message,
   reconnects by itself with backoff, and logs each state change once.
-  ``on_message`` never blocks: the core only enqueues.
+  ``on_message`` never blocks: the core only enqueues, and returns what became of the
+  message (the question queue's outcome: accepted, merged, rate_limited, expired,
+  dropped_full, refused; or error), so an adapter can tell the asker when it matters.
 - ``reply(message, text)`` answers in the platform's chat where it allows it (rate limits
   are the adapter's to respect); thread-safe; returns False when it cannot.
 - ``stop()`` makes ``run`` return soon (within a few seconds), from any thread.
@@ -53,7 +55,7 @@ class ChatMessage:
 class ChatAdapter(Protocol):
     name: str
 
-    def run(self, on_message: Callable[[ChatMessage], None]) -> None: ...
+    def run(self, on_message: Callable[[ChatMessage], str]) -> None: ...
 
     def reply(self, message: ChatMessage, text: str) -> bool: ...
 

@@ -265,8 +265,7 @@ class VoiceSession:
             a = self.asr_settings
             vad = copy.copy(self._vad)
             vad.reset()  # own LSTM state and context, shared ONNX session
-            detector = TurnDetector(end_of_turn_ms=a.end_of_turn_ms, threshold=a.vad_threshold,
-                                    max_turn_seconds=a.max_turn_seconds, vad=vad)
+            detector = TurnDetector.from_settings(a, vad=vad)
             sp = self._speakers[member.id] = _Speaker(member, detector)
             while len(self._speakers) > MAX_SPEAKERS:
                 self._speakers.popitem(last=False)
