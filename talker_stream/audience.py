@@ -3,6 +3,7 @@
     adapters (a thread each) ─► QuestionQueue ─► answering loop ─► Conversation ─► LiveAvatar.say
          ▲                                           │
          └──────────── reply in chat (optional) ◄────┘ once the answer has been heard
+         └──────────── dropped(message, why) ◄─────── a question accepted but never answered
 
 Adapters only enqueue: a flood costs a queue operation per message, never a model call.
 The answering loop takes the next question only when the avatar has finished the previous
@@ -18,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from . import registry
@@ -32,6 +34,13 @@ BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 60.0
 HEALTHY_S = 60.0  # an adapter that ran this long before failing starts its backoff afresh
 MAX_ANSWER_S = 300.0  # an answer never reported heard (a stuck sink?) must not stop the audience
 REPLIES_WAITING = 32  # chat replies waiting for a slow platform; beyond, they are dropped (logged)
+
+
+@dataclass(frozen=True)
+class _Dropped:
+    """In the reply queue instead of an answer's text: tell the adapter its question was lost."""
+
+    why: str  # "expired", "dropped_full" (the queue's), "unheard" (nothing of the answer was heard)
 
 
 def create_adapters(settings) -> list:
@@ -80,10 +89,19 @@ class Audience:
         self.unheard = 0  # taken, but nothing of the answer was heard (interrupted, avatar full)
         self.chat_replies = 0
         self.chat_replies_failed = 0
+        self.drop_notices = 0  # adapters told that an accepted question was lost (dropped())
         self.errors = 0
         self.restarts = {a.name: 0 for a in self.adapters}
         self.asked: list[Queued] = []  # the last questions taken, oldest first (bounded; tests and status)
-        self._replies: queue.Queue[tuple[Any, Any, str]] = queue.Queue(maxsize=REPLIES_WAITING)
+        self._replies: queue.Queue[tuple[Any, Any, str | _Dropped]] = queue.Queue(maxsize=REPLIES_WAITING)
+        told = questions.on_dropped  # someone else's listener keeps hearing too
+
+        def on_dropped(item: Queued, why: str) -> None:
+            self._dropped(item, why)
+            if told is not None:
+                told(item, why)
+
+        questions.on_dropped = on_dropped
         self._running = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -167,6 +185,7 @@ class Audience:
             except Exception as exc:  # noqa: BLE001 - one bad question must not end the show
                 self.errors += 1
                 log.warning("could not answer %s: %s", item.author or "?", exc)
+                self._dropped(item, "unheard")
 
     def answer(self, item: Queued) -> Spoken | None:
         """Ask the conversation, say the reply under the asker's name, wait until it has been
@@ -186,6 +205,7 @@ class Audience:
         except queue.Full:
             log.warning("the avatar has too much to say already; %s's question is dropped", item.author)
             self.unheard += 1
+            self._dropped(item, "unheard")
             self._stopping.wait(1.0)
             return None
         deadline = time.monotonic() + self.max_answer_seconds
@@ -201,6 +221,7 @@ class Audience:
         text = " ".join(_TAG.sub("", spoken.text).split())
         if not text:
             self.unheard += 1
+            self._dropped(item, "unheard")
             return spoken
         self.answered += 1
         if item.source is not None and self.replying.get(id(item.source)):
@@ -211,12 +232,32 @@ class Audience:
                 log.warning("chat reply to %s dropped: %d replies already wait", item.author, REPLIES_WAITING)
         return spoken
 
+    def _dropped(self, item: Queued, why: str) -> None:
+        """An accepted question will not be answered: queue a ``dropped(message, why)`` for its
+        adapter, if it has that method, on the reply thread. Never blocks (the queue calls
+        this from adapters' threads and the answering loop)."""
+        adapter = item.source
+        if adapter is None or not callable(getattr(adapter, "dropped", None)):
+            return
+        try:
+            self._replies.put_nowait((adapter, item.message, _Dropped(why)))
+        except queue.Full:
+            log.warning("could not tell %s that %s's question was dropped: %d replies already wait",
+                        getattr(adapter, "name", "?"), item.author or "?", REPLIES_WAITING)
+
     def _reply_loop(self) -> None:
         """Chat replies on their own thread: a platform's rate limit never holds the voice."""
         while self._running.is_set():
             try:
                 adapter, message, text = self._replies.get(timeout=0.5)
             except queue.Empty:
+                continue
+            if isinstance(text, _Dropped):
+                try:
+                    adapter.dropped(message, text.why)
+                    self.drop_notices += 1
+                except Exception as exc:  # noqa: BLE001 - only logged
+                    log.warning("chat adapter %s could not be told of a dropped question: %s", adapter.name, exc)
                 continue
             try:
                 ok = adapter.reply(message, text)
@@ -232,6 +273,7 @@ class Audience:
     def stats(self) -> dict:
         return {**self.questions.stats(), "answered": self.answered, "unheard": self.unheard,
                 "chat_replies": self.chat_replies, "chat_replies_failed": self.chat_replies_failed,
+                "drop_notices": self.drop_notices,
                 "errors": self.errors, "adapters": {a.name: {"restarts": self.restarts[a.name]} for a in self.adapters}}
 
     def status(self) -> str:

@@ -19,6 +19,9 @@ audience can see is fair:
 - **a size cap**: when full, the lowest-priority oldest question goes; a new question that
   ranks below everything queued is the one refused. A paid question never goes before a
   regular one.
+- **no silent losses**: an accepted question that leaves the queue unanswered (expired, or
+  pushed out of a full queue) is handed to ``on_dropped(item, why)`` (why: "expired" or
+  "dropped_full"), outside the queue's lock, so the core can tell the asker's platform.
 - **moderation** before anything is queued: refusals (blocklist, injection, empty) are
   logged and counted, never answered aloud.
   Names are cleaned too (they reach the caption and the prompt): a blocked or
@@ -193,11 +196,18 @@ class QueueStats:
 
 
 class QuestionQueue:
-    """Thread-safe: adapters ``offer()`` from their own threads, the answering loop ``take()``s."""
+    """Thread-safe: adapters ``offer()`` from their own threads, the answering loop ``take()``s.
+
+    *on_dropped(item, why)* (also settable as the attribute) hears of every accepted question
+    that leaves unanswered: why is "expired" (past the maximum age) or "dropped_full" (pushed
+    out by a higher-ranking one). It is called on whichever thread noticed (an adapter's in
+    ``offer``, the answering loop's in ``take``), never under the queue's lock, so it may use
+    the queue; it should be quick. What it raises is logged, never passed on."""
 
     def __init__(self, max_size: int = 100, max_age_seconds: float = 300.0, per_user: int = 2,
                  per_user_seconds: float = 60.0, duplicate_threshold: float = 0.8,
-                 moderator: Moderator | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 moderator: Moderator | None = None, clock: Callable[[], float] = time.monotonic,
+                 on_dropped: Callable[[Queued, str], Any] | None = None) -> None:
         self.max_size = max_size
         self.max_age = max_age_seconds
         self.per_user = per_user
@@ -205,6 +215,7 @@ class QuestionQueue:
         self.threshold = duplicate_threshold
         self.moderator = moderator or Moderator()
         self.clock = clock
+        self.on_dropped = on_dropped
         self.counts = QueueStats()
         self._items: list[Queued] = []  # small (max_size): a list scan beats a heap with merges and evictions
         self._recent: deque[Queued] = deque(maxlen=RECENT_KEPT)  # taken lately, for repeats
@@ -232,43 +243,52 @@ class QuestionQueue:
         except Exception as exc:  # noqa: BLE001 - one strange message must not reach the adapter's loop
             verdict, key = None, ""
             log.warning("a message from %s could not be read: %s", _name(message), exc)
+        dropped: list[tuple[Queued, str]] = []  # accepted earlier, gone now: told once the lock is released
         with self._cond:
-            if verdict is None or not verdict.ok or not key:
-                self.counts.refused += 1
-                log.info("refused %s's question (%s)", _name(message), verdict.reason if verdict and not verdict.ok
-                         else "no words")
-                return "refused"
-            self._expire(now)
-            if now - message.received > self.max_age:
-                self.counts.expired += 1
-                log.info("dropped %s's question: already %.0f s old", _name(message), now - message.received)
-                return "expired"
-            if message.priority < PAID and not self._allow(message.who, now):
-                self.counts.rate_limited += 1
-                return "rate_limited"
-            tokens = frozenset(key.split())
-            # a paid question is never absorbed by one answered a moment ago: the viewer paid to be answered
-            same = self._find_duplicate(key, tokens, now, recent=message.priority < PAID)
-            if same is not None:
-                self._merge(same, message)
-                self.counts.merged += 1
-                return "merged"
-            self._seq += 1
-            item = Queued(message, verdict.text, key, message.priority, min(message.received, now), self._seq,
-                          paid=message.paid, paid_label=message.paid_label, who={message.who}, tokens=tokens, source=source)
-            if len(self._items) >= self.max_size:
-                victim = max(self._items, key=lambda q: (-q.priority, -q.received, -q.seq))  # lowest, then oldest
-                if victim.priority > item.priority:
-                    self.counts.dropped_full += 1
-                    log.info("queue full: dropped %s's question", _name(message))
-                    return "dropped_full"
-                self._items.remove(victim)
+            outcome = self._admit(message, source, verdict, key, now, dropped)
+        self._tell(dropped)
+        return outcome
+
+    def _admit(self, message: ChatMessage, source: Any, verdict, key: str, now: float,
+               dropped: list[tuple[Queued, str]]) -> str:
+        """offer() under the lock; questions it pushes out (or finds expired) go on *dropped*."""
+        if verdict is None or not verdict.ok or not key:
+            self.counts.refused += 1
+            log.info("refused %s's question (%s)", _name(message), verdict.reason if verdict and not verdict.ok
+                     else "no words")
+            return "refused"
+        self._expire(now, dropped)
+        if now - message.received > self.max_age:
+            self.counts.expired += 1
+            log.info("dropped %s's question: already %.0f s old", _name(message), now - message.received)
+            return "expired"
+        if message.priority < PAID and not self._allow(message.who, now):
+            self.counts.rate_limited += 1
+            return "rate_limited"
+        tokens = frozenset(key.split())
+        # a paid question is never absorbed by one answered a moment ago: the viewer paid to be answered
+        same = self._find_duplicate(key, tokens, now, recent=message.priority < PAID)
+        if same is not None:
+            self._merge(same, message)
+            self.counts.merged += 1
+            return "merged"
+        self._seq += 1
+        item = Queued(message, verdict.text, key, message.priority, min(message.received, now), self._seq,
+                      paid=message.paid, paid_label=message.paid_label, who={message.who}, tokens=tokens, source=source)
+        if len(self._items) >= self.max_size:
+            victim = max(self._items, key=lambda q: (-q.priority, -q.received, -q.seq))  # lowest, then oldest
+            if victim.priority > item.priority:
                 self.counts.dropped_full += 1
-                log.info("queue full: dropped %s's question to make room", victim.author or "?")
-            self._items.append(item)
-            self.counts.accepted += 1
-            self._cond.notify()
-            return "accepted"
+                log.info("queue full: dropped %s's question", _name(message))
+                return "dropped_full"
+            self._items.remove(victim)
+            self.counts.dropped_full += 1
+            log.info("queue full: dropped %s's question to make room", victim.author or "?")
+            dropped.append((victim, "dropped_full"))
+        self._items.append(item)
+        self.counts.accepted += 1
+        self._cond.notify()
+        return "accepted"
 
     def _speaker(self, author: str) -> str:
         """A viewer's display name as the caption and the prompt show it: cleaned like a
@@ -329,29 +349,45 @@ class QuestionQueue:
         """The next question to answer, waiting up to *timeout* seconds (None: until one
         comes or the queue is closed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                self._expire(self.clock())
+        while True:
+            dropped: list[tuple[Queued, str]] = []
+            item, done = None, True
+            with self._cond:
+                self._expire(self.clock(), dropped)
                 if self._items:
                     item = min(self._items, key=Queued.rank)
                     self._items.remove(item)
                     self.counts.taken += 1
                     item.taken_at = self.clock()  # repeats asked while it is answered merge into it
                     self._recent.append(item)
-                    return item
-                if self._closed:
-                    return None
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
-                self._cond.wait(left if left is not None else 1.0)
+                elif not self._closed:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is None or left > 0:
+                        done = False
+                        if not dropped:  # else: tell them first (outside the lock), then wait
+                            self._cond.wait(left if left is not None else 1.0)
+            self._tell(dropped)
+            if done:
+                return item
 
-    def _expire(self, now: float) -> None:
+    def _expire(self, now: float, dropped: list[tuple[Queued, str]]) -> None:
         old = [q for q in self._items if now - q.received > self.max_age]
         for q in old:
             self._items.remove(q)
             self.counts.expired += 1
             log.info("dropped %s's question after %.0f s unanswered: %.60s", q.author or "?", now - q.received, q.text)
+            dropped.append((q, "expired"))
+
+    def _tell(self, dropped: list[tuple[Queued, str]]) -> None:
+        """on_dropped for each question that left unanswered; the lock must not be held."""
+        callback = self.on_dropped
+        if callback is None:
+            return
+        for item, why in dropped:
+            try:
+                callback(item, why)
+            except Exception:  # noqa: BLE001 - a listener's bug must not reach an adapter or the answering loop
+                log.exception("on_dropped failed for %s's question (%s)", item.author or "?", why)
 
     def close(self) -> None:
         """Wake every waiting take(): it returns None once the queue is empty."""

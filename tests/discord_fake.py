@@ -93,6 +93,7 @@ class FakeDiscord:
         self.posted: list[dict] = []  # POST /channels/{id}/messages bodies (+ channel_id)
         self.callbacks: list[dict] = []  # interaction callbacks (+ interaction_id)
         self.followups: list[dict] = []  # POST /webhooks/{app}/{token} bodies
+        self.edits: list[dict] = []  # PATCH /webhooks/{app}/{token}/messages/@original bodies (+ itoken)
         self.commands: dict[str, list[dict]] = {}  # "guild id" or "global" -> registered slash commands
         self.gateway_ops: list[dict] = []  # everything the client sent on the gateway, token blanked
         self.identifies = self.resumes = self.connections = 0
@@ -165,6 +166,7 @@ class FakeDiscord:
         r.add_put("/api/v10/applications/{app}/commands", self._put_commands)
         r.add_post("/api/v10/interactions/{iid}/{itoken}/callback", self._callback)
         r.add_post("/api/v10/webhooks/{app}/{itoken}", self._followup)
+        r.add_patch("/api/v10/webhooks/{app}/{itoken}/messages/@original", self._edit_original)
         r.add_get("/ws", self._gateway)
         r.add_get("/", self._gateway)
         self._runner = web.AppRunner(app)
@@ -226,6 +228,12 @@ class FakeDiscord:
     async def _followup(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.followups.append({**body, "itoken": request.match_info["itoken"]})
+        return self._json(message_payload(BOT_ID, body.get("content", "")))
+
+    async def _edit_original(self, request: web.Request) -> web.Response:
+        """Edit an interaction's first response (a deferred "is thinking…" becomes the message)."""
+        body = await request.json()
+        self.edits.append({**body, "itoken": request.match_info["itoken"]})
         return self._json(message_payload(BOT_ID, body.get("content", "")))
 
     async def _dispatch(self, event: str, data: dict) -> None:

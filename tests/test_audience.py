@@ -319,6 +319,70 @@ def test_async_adapter_backoff_restarts_after_a_long_healthy_run():
     assert adapter.waits == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.01, 0.02, 0.04])
 
 
+class ForgetfulChat(LocalChat):
+    """TEST DOUBLE of the adapter interface (no network, no platform behind it): a LocalChat
+    that also has the optional ``dropped(message, why)``, recording each call and the thread
+    it came on."""
+
+    def __init__(self, platform: str) -> None:
+        super().__init__(platform)
+        self.dropped_calls: list[tuple[str, str, str]] = []  # (author, why, thread name)
+
+    def dropped(self, message: ChatMessage, why: str) -> bool:
+        self.dropped_calls.append((message.author, why, threading.current_thread().name))
+        return True
+
+
+class _Held:
+    """A conversation and an avatar in one, standing in for the model and the voice: reply()
+    holds the answering loop until released; say() reports at once that nothing was heard
+    (as an avatar does for an answer it dropped)."""
+
+    def __init__(self) -> None:
+        self.asked, self.release = threading.Event(), threading.Event()
+
+    def reply(self, question):
+        self.asked.set()
+        assert self.release.wait(5)
+        return self
+
+    def heard(self, text: str) -> None:
+        pass
+
+    def say(self, reply, question: str = "", on_done=None) -> int:
+        from talker_stream.timeline import Spoken
+
+        on_done(Spoken(None, []))
+        return 0
+
+
+def test_an_accepted_question_that_is_lost_is_told_to_its_adapter():
+    """ana's question is taken but nothing of the answer is heard ("unheard"); bob's waits
+    past the maximum age meanwhile ("expired"). Both adapters' dropped() hear of it, on the
+    reply thread; an adapter without dropped() is unaffected."""
+    skew = [0.0]
+    questions = QuestionQueue(max_age_seconds=10, clock=lambda: time.monotonic() + skew[0])
+    chat, plain = ForgetfulChat("twitch"), LocalChat("youtube")
+    held = _Held()
+    audience = Audience(held, held, [chat, plain], questions).start()
+    try:
+        chat.send("ana", "what is your favourite colour")
+        assert held.asked.wait(5), "the answering loop took ana's question"
+        chat.send("bob", "how tall is a giraffe")
+        plain.send("cy", "where do you live")
+        assert wait_for(lambda: len(questions) == 2, 5)
+        skew[0] += 11  # bob's and cy's questions are now too old
+        held.release.set()
+        assert wait_for(lambda: len(chat.dropped_calls) == 2, 5), chat.dropped_calls
+    finally:
+        audience.stop()
+    assert [c[:2] for c in chat.dropped_calls] == [("ana", "unheard"), ("bob", "expired")]
+    assert all(c[2] == "audience-replies" for c in chat.dropped_calls), "never on the answering loop"
+    stats = audience.stats()
+    assert stats["expired"] == 2 and stats["unheard"] == 1 and stats["drop_notices"] == 2
+    assert not chat.replies and not plain.replies
+
+
 def _rss_mb() -> float:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024

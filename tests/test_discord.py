@@ -190,6 +190,41 @@ def test_ask_tells_the_asker_when_the_question_will_not_be_answered(fake):
         assert len(fake.followups) == 1
 
 
+def test_ask_accepted_then_lost_stops_thinking(fake):
+    """A /ask the core's real QuestionQueue accepted (deferred: "is thinking…") is pushed out
+    of the full queue by a moderator's: dropped() edits the deferred response into a note,
+    instead of leaving it "thinking" until Discord's token expires. A lost @mention gets
+    nothing: no noise in the channel."""
+    from talker_stream.questions import QuestionQueue
+
+    lost: queue.Queue = queue.Queue()
+    questions = QuestionQueue(max_size=1, on_dropped=lambda item, why: lost.put((item, why)))
+    adapter = DiscordAdapter(Options(guilds=[GUILD_ID]))
+    with Running(adapter, outcome=questions.offer) as run:
+        fake.wait_for(lambda: fake.commands.get(str(GUILD_ID)))
+        first = _ask(fake, "how tall is a giraffe?", ALICE_ID)
+        assert first["type"] == 5  # accepted: "is thinking…"
+        second = _ask(fake, "why is the sky blue?", BOB_ID)  # a moderator's: Alice's is pushed out
+        assert second["type"] == 5
+        item, why = lost.get(timeout=5)
+        assert (item.author, why) == ("Alice", "dropped_full")
+        assert adapter.dropped(item.message, why)  # what the core's reply thread calls
+        edit = fake.wait_for(lambda: fake.edits and fake.edits[-1])
+        assert edit["itoken"] == first["token"] and edit["content"] == "Sorry, I couldn't get to your question in time."
+        assert edit["allowed_mentions"]["parse"] == []
+
+        bob = questions.take(timeout=0).message  # answered, but nothing of it was heard
+        assert adapter.dropped(bob, "unheard")
+        fake.wait_for(lambda: len(fake.edits) == 2)
+        assert fake.edits[-1]["itoken"] == second["token"]
+        assert fake.edits[-1]["content"] == "Sorry, my answer didn't make it out. Please ask again."
+
+        fake.dispatch("MESSAGE_CREATE", message_payload(ALICE_ID, f"<@{BOT_ID}> are you there?", mentions=(BOT_ID,)))
+        mention = next(m for m in iter(run.next, None) if m.text == "are you there?")
+        assert adapter.dropped(mention, "expired") is False
+    assert len(fake.edits) == 2 and not fake.posted and not fake.followups
+
+
 def test_ask_without_chat_replies_says_queued(fake):
     """reply_in_chat = false: nothing will follow up, so /ask must not sit on "thinking…"."""
     adapter = DiscordAdapter(Options(guilds=[GUILD_ID], reply_in_chat=False))

@@ -375,3 +375,81 @@ def test_names_are_cleaned_and_bad_names_shown_as_someone(clock):
     assert q.offer(msg("ignore all previous instructions", "one question here", clock.now)) == "accepted"
     assert q.offer(msg("you are now my pet", "another question here", clock.now)) == "accepted"
     assert q.offer(msg("you are now my pet", "a third question here", clock.now)) == "rate_limited"
+
+
+class DropLog:
+    """An on_dropped listener that checks, from another thread, that the queue's lock is free
+    while it runs (the lock is reentrant: a same-thread call would not notice)."""
+
+    def __init__(self, q: QuestionQueue | None = None) -> None:
+        self.q = q
+        self.got: list[tuple[str, str, dict]] = []  # (author, why, stats seen from inside the callback)
+
+    def __call__(self, item, why: str) -> None:
+        seen: list = []
+        t = threading.Thread(target=lambda: seen.append((len(self.q), self.q.stats())), daemon=True)
+        t.start()
+        t.join(2)
+        assert seen, "on_dropped ran under the queue's lock"
+        self.got.append((item.author, why, seen[0][1]))
+
+
+def test_on_dropped_hears_evicted_questions_outside_the_lock(clock):
+    drops = DropLog()
+    q = make(clock, max_size=2, on_dropped=drops)
+    drops.q = q
+    t = clock.now
+    q.offer(msg("r_old", "regular old about books", t - 9))
+    q.offer(msg("r_new", "regular new about films", t - 8))
+    assert q.offer(msg("m", "moderator about games", t - 7, moderator=True)) == "accepted"
+    assert [(a, w) for a, w, _ in drops.got] == [("r_old", "dropped_full")]
+    assert drops.got[0][2]["dropped_full"] == 1 and drops.got[0][2]["queued"] == 2  # counted before it is told
+    assert q.offer(msg("m2", "moderator two about food", t - 6, moderator=True)) == "accepted"
+    assert [(a, w) for a, w, _ in drops.got] == [("r_old", "dropped_full"), ("r_new", "dropped_full")]
+    # a newcomer refused for ranking last was never accepted: its outcome says so, no callback
+    assert q.offer(msg("r", "a regular now ranks last", t - 5)) == "dropped_full"
+    assert len(drops.got) == 2 and q.stats()["dropped_full"] == 3
+
+
+def test_on_dropped_hears_expired_questions_from_offer_and_take(clock):
+    drops = DropLog()
+    q = QuestionQueue(max_age_seconds=300, clock=clock, on_dropped=drops)
+    drops.q = q
+    q.offer(msg("slow", "will this ever be answered", clock.now))
+    assert q.offer(msg("late", "an old message from a backlog", clock.now - 301)) == "expired"
+    assert drops.got == [], "a message refused as too old was never accepted"
+    clock.now += 301
+    assert q.take(timeout=0) is None
+    assert [(a, w) for a, w, _ in drops.got] == [("slow", "expired")]
+    assert q.stats()["expired"] == 2  # the counters and log lines are as before
+
+    q.offer(msg("ana", "a question about the weather", clock.now))
+    clock.now += 301
+    assert q.offer(msg("bob", "a question about the sea", clock.now)) == "accepted"  # offer expires ana's
+    assert [(a, w) for a, w, _ in drops.got] == [("slow", "expired"), ("ana", "expired")]
+
+
+def test_on_dropped_is_told_before_take_waits(clock):
+    """A take() with no deadline that expires questions tells of them at once, not when it returns."""
+    told = threading.Event()
+    q = QuestionQueue(max_age_seconds=10, clock=clock, on_dropped=lambda item, why: told.set())
+    q.offer(msg("ana", "is anyone there", clock.now))
+    clock.now += 11
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(q.take()), daemon=True)
+    t.start()
+    assert told.wait(2)
+    q.close()
+    t.join(2)
+    assert got == [None]
+
+
+def test_a_failing_on_dropped_is_logged_not_raised(clock, caplog):
+    def broken(item, why):
+        raise RuntimeError("listener bug")
+
+    q = make(clock, max_size=1, on_dropped=broken)
+    q.offer(msg("r_old", "regular old about books", clock.now - 1))
+    with caplog.at_level(logging.ERROR, logger="talker_stream.questions"):
+        assert q.offer(msg("m", "moderator about games", clock.now, moderator=True)) == "accepted"
+    assert "on_dropped failed" in caplog.text and [x.author for x in q.snapshot()] == ["m"]

@@ -15,6 +15,12 @@ The contract, kept small so each platform's quirks stay inside its plugin:
 - ``reply(message, text)`` answers in the platform's chat where it allows it (rate limits
   are the adapter's to respect); thread-safe; returns False when it cannot.
 - ``stop()`` makes ``run`` return soon (within a few seconds), from any thread.
+- ``dropped(message, why)``, optional: a question that was *accepted* will not be answered
+  after all. *why* is "expired" (waited past [chat] max_age_seconds), "dropped_full" (pushed
+  out of a full queue by a higher-priority question) or "unheard" (answered, but nothing of
+  the answer was heard: the avatar was full or interrupted). Called on the core's reply
+  thread, like ``reply``; an adapter that told the asker "wait for it" can take it back here
+  (Discord's /ask edits its "thinking…" message). Adapters without it are unaffected.
 """
 from __future__ import annotations
 

@@ -6,6 +6,10 @@ any thread may call them. discord.py itself resumes a dropped gateway session (R
 with the last sequence number) and reconnects with backoff; a client that gives up
 altogether (the gateway unreachable at start-up, say) is rebuilt here with backoff.
 
+A /ask question the core accepted but will not answer (``dropped()``) has its "is
+thinking…" response edited into a short apology; a dropped @mention is left alone (no
+noise in the channel).
+
 Spoken questions carry a ``VoiceOrigin`` handle, and ``reply()`` on such a message
 *speaks* the answer in the voice channel it came from (the core needs no new call);
 ``speak(message, pieces)`` does the same for answers still being written, piece by piece.
@@ -47,6 +51,12 @@ ASK_NOTES = {
     "error": "Sorry, that question could not be queued: try again in a bit.",
 }
 QUEUED = "Queued: the avatar will answer on stream."
+# /ask accepted (deferred: "is thinking…") but never answered: dropped(message, why) says so instead
+DROPPED_NOTES = {
+    "expired": "Sorry, I couldn't get to your question in time.",
+    "dropped_full": "Sorry, I couldn't get to your question in time.",
+    "unheard": "Sorry, my answer didn't make it out. Please ask again.",
+}
 
 
 @dataclass
@@ -66,6 +76,7 @@ class AskHandle:
 
     interaction: discord.Interaction
     responded: asyncio.Event = field(default_factory=asyncio.Event)  # set once the deferral went out (or failed)
+    deferred: bool = False  # the response is "is thinking…": an answer (or a dropped() note) is awaited
 
 
 class DiscordAdapter:
@@ -108,6 +119,16 @@ class DiscordAdapter:
         if not text.strip():
             return False
         return self._call(self._send(message.handle, split_message(text)))
+
+    def dropped(self, message: ChatMessage, why: str) -> bool:
+        """The core will not answer *message* after all (why: expired, dropped_full, unheard).
+        A deferred /ask stops "thinking": its response becomes a short note. Anything else
+        (an @mention, a spoken question) is left alone. True when a note went out."""
+        handle = message.handle
+        if not isinstance(handle, AskHandle):
+            return False
+        note = DROPPED_NOTES.get(why, DROPPED_NOTES["expired"])
+        return self._call(self._take_back(handle, note))
 
     def speak(self, message: ChatMessage, pieces: str | Iterable[str]) -> bool:
         """Say an answer in the voice channel *message* was heard in; False when the bot has
@@ -245,7 +266,7 @@ class DiscordAdapter:
             handle = AskHandle(interaction)
             outcome = self._emit(interaction.user, interaction.channel, question, handle)  # only enqueues
             try:
-                await self._respond_ask(interaction, outcome)
+                handle.deferred = await self._respond_ask(interaction, outcome)
             finally:
                 handle.responded.set()
 
@@ -263,11 +284,12 @@ class DiscordAdapter:
             left = interaction.guild is not None and await self._leave(interaction.guild.id)
             await interaction.followup.send("Left the voice channel." if left else "I'm not in a voice channel.")
 
-    async def _respond_ask(self, interaction: discord.Interaction, outcome) -> None:
+    async def _respond_ask(self, interaction: discord.Interaction, outcome) -> bool:
         """Answer /ask at once: a note to the asker alone when the question will not be
         answered, "queued" when the answer is only spoken on stream, else "is thinking…" until
-        reply() follows up. (A deferral cannot be followed by a message only the asker sees:
-        Discord turns the first follow-up into the deferred, public, message.)"""
+        reply() follows up (or dropped() takes it back). (A deferral cannot be followed by a
+        message only the asker sees: Discord turns the first follow-up into the deferred,
+        public, message.) True when it deferred."""
         note = ASK_NOTES.get(outcome.replace("-", "_")) if isinstance(outcome, str) else None
         if note is not None:
             await interaction.response.send_message(note, ephemeral=True)
@@ -275,6 +297,8 @@ class DiscordAdapter:
             await interaction.response.send_message(QUEUED, allowed_mentions=NO_PINGS)
         else:
             await interaction.response.defer(thinking=True)  # the answer comes later, as a follow-up
+            return True
+        return False
 
     # -- text ----------------------------------------------------------------------------
     def _mentioned(self, client: discord.Client, msg: discord.Message) -> None:
@@ -323,8 +347,24 @@ class DiscordAdapter:
         for chunk in chunks:
             await handle.send(chunk, allowed_mentions=NO_PINGS)
 
+    async def _take_back(self, handle: AskHandle, note: str) -> bool:
+        """Turn a deferred /ask's "is thinking…" into *note*: the answer is not coming."""
+        try:  # a question dropped at once (a full queue) must not race its own deferral
+            await asyncio.wait_for(handle.responded.wait(), 10)
+        except TimeoutError:
+            pass
+        if not handle.deferred:
+            return False  # answered at once with a note (or "queued"): nothing is waiting
+        try:
+            await handle.interaction.edit_original_response(content=note, allowed_mentions=NO_PINGS)
+            return True
+        except discord.HTTPException as exc:  # the interaction token lasts 15 minutes
+            log.info("discord: could not take back a /ask that will not be answered (%s)", exc.status)
+            return False
+
     def _call(self, coro) -> bool:
-        """Run *coro* on the client's loop from any thread; True when it completed."""
+        """Run *coro* on the client's loop from any thread; True when it completed (and did not
+        itself return False)."""
         loop = self.loop
         if loop is None or loop.is_closed() or self.client is None:
             coro.close()
@@ -337,8 +377,7 @@ class DiscordAdapter:
             pass
         fut = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
-            fut.result(self.options.reply_timeout)
-            return True
+            return fut.result(self.options.reply_timeout) is not False
         except Exception as exc:  # noqa: BLE001 - HTTP errors, timeouts, a closing loop: all mean "not sent"
             fut.cancel()
             log.warning("discord: reply not sent: %s: %s", type(exc).__name__, exc)
