@@ -273,8 +273,10 @@ def main() -> None:
         goals = {"typed": 600, "spoken": 1000}
         for mode, totals in summary.items():
             med = statistics.median(totals)
+            over = sum(t > goals[mode] for t in totals)
             print(f"{mode}: median end of question -> first lip-synced frame {med:.0f} ms, goal {goals[mode]} ms: "
-                  f"{'met' if med <= goals[mode] else 'NOT met'}")
+                  f"{'met' if med <= goals[mode] else 'NOT met'}; {over} of {len(totals)} over the goal "
+                  f"(each: {', '.join(f'{t:.0f}' for t in totals)})")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -73,6 +73,21 @@ class ScriptedText:
         yield from self.pieces
 
 
+class SlowText(ScriptedText):
+    """ScriptedText at a model's pace, keeping what it has written (to see when it stops)."""
+
+    def __init__(self, pieces: list[str], seconds_each: float):
+        super().__init__(pieces)
+        self.seconds_each = seconds_each
+        self.produced: list[str] = []
+
+    def stream(self, messages, params):
+        for p in self.pieces:
+            self.produced.append(p)
+            time.sleep(self.seconds_each)
+            yield p
+
+
 def conversation(llm, blocklist=(), memory_tokens=1200, max_question_chars=500, params=GREEDY) -> Conversation:
     return Conversation(llm, PERSONA, params, Moderator(list(blocklist), max_question_chars), memory_tokens)
 
@@ -477,16 +492,9 @@ def test_a_confirmed_draft_is_the_answer_and_a_wrong_one_leaves_no_trace(smollm)
 def test_closing_a_draft_stops_the_model_early():
     from talker_stream.drafts import Draft
 
-    produced = []
-
-    class SlowText(ScriptedText):
-        def stream(self, messages, params):
-            for p in self.pieces:
-                produced.append(p)
-                time.sleep(0.05)
-                yield p
-
-    conv = conversation(SlowText([f"word{i} " for i in range(100)]))
+    model = SlowText([f"word{i} " for i in range(100)], 0.05)
+    produced = model.produced
+    conv = conversation(model)
     draft = Draft(conv.reply(Question("Count for me.")), (0.0, 1.0))
     first = next(draft)
     draft.close()
@@ -503,20 +511,13 @@ def test_a_draft_the_avatar_cannot_take_stops_and_leaves_no_memory():
     from talker_stream.chat import Console, ask
     from talker_stream.drafts import Draft
 
-    produced = []
-
-    class SlowText(ScriptedText):
-        def stream(self, messages, params):
-            for p in self.pieces:
-                produced.append(p)
-                time.sleep(0.02)
-                yield p
-
     class FullAvatar:
         def say(self, pieces, **_):
             raise queue_mod.Full
 
-    conv = conversation(SlowText([f"word{i} " for i in range(200)]))
+    model = SlowText([f"word{i} " for i in range(200)], 0.02)
+    produced = model.produced
+    conv = conversation(model)
     draft = Draft(conv.reply(Question("Count for me.", "", "terminal")), (0.0, 1.0))
     wait_for(lambda: produced, 5)
     done = []
