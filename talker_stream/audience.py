@@ -19,7 +19,6 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from . import registry
@@ -34,13 +33,8 @@ BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 60.0
 HEALTHY_S = 60.0  # an adapter that ran this long before failing starts its backoff afresh
 MAX_ANSWER_S = 300.0  # an answer never reported heard (a stuck sink?) must not stop the audience
 REPLIES_WAITING = 32  # chat replies waiting for a slow platform; beyond, they are dropped (logged)
-
-
-@dataclass(frozen=True)
-class _Dropped:
-    """In the reply queue instead of an answer's text: tell the adapter its question was lost."""
-
-    why: str  # "expired", "dropped_full" (the queue's), "unheard" (nothing of the answer was heard)
+NOTICES_WAITING = 256  # "your question was dropped" notices; a flood drops most questions, and
+# these must never crowd the answers out of REPLIES_WAITING, so they wait apart and go second
 
 
 def create_adapters(settings) -> list:
@@ -93,7 +87,9 @@ class Audience:
         self.errors = 0
         self.restarts = {a.name: 0 for a in self.adapters}
         self.asked: list[Queued] = []  # the last questions taken, oldest first (bounded; tests and status)
-        self._replies: queue.Queue[tuple[Any, Any, str | _Dropped]] = queue.Queue(maxsize=REPLIES_WAITING)
+        self._replies: queue.Queue[tuple[Any, Any, str]] = queue.Queue(maxsize=REPLIES_WAITING)
+        self._notices: queue.Queue[tuple[Any, Any, str]] = queue.Queue(maxsize=NOTICES_WAITING)
+        self.notices_skipped = 0  # drop notices past NOTICES_WAITING (a flood): not sent
         told = questions.on_dropped  # someone else's listener keeps hearing too
 
         def on_dropped(item: Queued, why: str) -> None:
@@ -240,24 +236,24 @@ class Audience:
         if adapter is None or not callable(getattr(adapter, "dropped", None)):
             return
         try:
-            self._replies.put_nowait((adapter, item.message, _Dropped(why)))
+            self._notices.put_nowait((adapter, item.message, why))
         except queue.Full:
-            log.warning("could not tell %s that %s's question was dropped: %d replies already wait",
-                        getattr(adapter, "name", "?"), item.author or "?", REPLIES_WAITING)
+            self.notices_skipped += 1
+            log.debug("not telling %s that %s's question was dropped: %d notices already wait",
+                      getattr(adapter, "name", "?"), item.author or "?", NOTICES_WAITING)
 
     def _reply_loop(self) -> None:
-        """Chat replies on their own thread: a platform's rate limit never holds the voice."""
+        """Chat replies on their own thread: a platform's rate limit never holds the voice.
+        Answers go first; drop notices when no answer waits."""
         while self._running.is_set():
             try:
-                adapter, message, text = self._replies.get(timeout=0.5)
+                adapter, message, text = self._replies.get(timeout=0.5 if self._notices.empty() else 0.01)
             except queue.Empty:
-                continue
-            if isinstance(text, _Dropped):
                 try:
-                    adapter.dropped(message, text.why)
-                    self.drop_notices += 1
-                except Exception as exc:  # noqa: BLE001 - only logged
-                    log.warning("chat adapter %s could not be told of a dropped question: %s", adapter.name, exc)
+                    adapter, message, why = self._notices.get_nowait()
+                except queue.Empty:
+                    continue
+                self._tell_dropped(adapter, message, why)
                 continue
             try:
                 ok = adapter.reply(message, text)
@@ -269,11 +265,18 @@ class Audience:
             else:
                 self.chat_replies_failed += 1
 
+    def _tell_dropped(self, adapter, message, why: str) -> None:
+        try:
+            adapter.dropped(message, why)
+            self.drop_notices += 1
+        except Exception as exc:  # noqa: BLE001 - only logged
+            log.warning("chat adapter %s could not be told of a dropped question: %s", adapter.name, exc)
+
     # -- numbers -----------------------------------------------------------------------------
     def stats(self) -> dict:
         return {**self.questions.stats(), "answered": self.answered, "unheard": self.unheard,
                 "chat_replies": self.chat_replies, "chat_replies_failed": self.chat_replies_failed,
-                "drop_notices": self.drop_notices,
+                "drop_notices": self.drop_notices, "notices_skipped": self.notices_skipped,
                 "errors": self.errors, "adapters": {a.name: {"restarts": self.restarts[a.name]} for a in self.adapters}}
 
     def status(self) -> str:

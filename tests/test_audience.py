@@ -473,3 +473,34 @@ def test_flood_of_100_messages_a_second_for_30_seconds(smollm, animator, piper):
     assert pictures / elapsed >= 0.8 * fps, "pictures kept coming at (nearly) the configured rate"
     assert rss1 - rss0 < 150, f"memory grew by {rss1 - rss0:.0f} MB"
     assert sum(len(p.replies) for p in platforms) >= answered - 1, "answers went back to chat"
+
+
+def test_a_flood_of_drop_notices_never_crowds_out_an_answer():
+    """A flood pushes hundreds of questions out of a full queue: their notices wait apart
+    from chat answers, are capped, and an answer still goes out first."""
+    from talker_stream.audience import NOTICES_WAITING, REPLIES_WAITING
+
+    class Ordered(ForgetfulChat):
+        def reply(self, message, text):
+            self.notices_before_answer = len(self.dropped_calls)
+            return super().reply(message, text)
+
+    chat, held = Ordered("twitch"), _Held()
+    questions = QuestionQueue(max_size=1, per_user=1000)
+    audience = Audience(held, held, [chat], questions)  # not started: nothing is sent yet
+    for i in range(NOTICES_WAITING + 100):
+        questions.offer(ChatMessage("twitch", "room", f"viewer{i}", f"question number {i} about topic{i}"),
+                        source=chat)
+    assert questions.counts.dropped_full == NOTICES_WAITING + 99
+    assert audience.stats()["notices_skipped"] == 99
+    answered = ChatMessage("twitch", "room", "ana", "what is your favourite colour")
+    audience._replies.put_nowait((chat, answered, "Blue!"))  # what answer() queues once heard
+    assert audience._replies.qsize() == 1 < REPLIES_WAITING
+    audience.start()
+    try:
+        assert wait_for(lambda: chat.replies, 5)
+        assert chat.notices_before_answer == 0, "the answer went out before the notices"
+        assert wait_for(lambda: len(chat.dropped_calls) == NOTICES_WAITING, 20), len(chat.dropped_calls)
+    finally:
+        audience.stop()
+    assert chat.replies == [(answered, "Blue!")]
