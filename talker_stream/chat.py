@@ -10,6 +10,7 @@ import itertools
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -156,11 +157,27 @@ def open_microphone() -> Iterator:
     return primed()
 
 
-def chat_from_mic(avatar, conversation: Conversation, listener, source, out: TextIO) -> None:
+def open_recording(path: str) -> Iterator:
+    """Spoken questions from an audio file (anything FFmpeg decodes), heard in real time as if
+    from a microphone. A missing or broken file fails now, before the avatar starts; the
+    pacing clock starts with the first block the listener takes."""
+    from .asr import file_source
+
+    probe = file_source(path)
+    try:
+        next(probe, None)  # InputError: not audio, truncated, unreadable
+    finally:
+        probe.close()
+    return file_source(path, realtime=True)
+
+
+def chat_from_mic(avatar, conversation: Conversation, listener, source, out: TextIO, linger: float = 0.0) -> None:
     """Answer each spoken turn until the source ends. Barge-in: speech that starts while an
     answer is still being written or spoken cuts it off (the listener calls back only when
     [asr] barge_in is on), and memory keeps what was heard of it. The answer is begun
-    during the end-of-turn silence ([asr] speculate_ms) and kept back until the turn ends."""
+    during the end-of-turn silence ([asr] speculate_ms) and kept back until the turn ends.
+    With *linger*, wait up to that many seconds after the source ends for the answers still
+    being spoken (a recording ends; a microphone is stopped on purpose)."""
     console = Console(out)
     drafts = Drafts(conversation, lambda text: Question(text, "", CHANNEL))
     answering: set[int] = set()  # answers still being written or spoken
@@ -190,3 +207,9 @@ def chat_from_mic(avatar, conversation: Conversation, listener, source, out: Tex
     listener.on_guess = drafts.guess
     listener.on_resumed = drafts.resumed
     listener.run(source)
+    deadline = time.monotonic() + linger
+    while time.monotonic() < deadline:
+        with lock:
+            if not answering:
+                return
+        time.sleep(0.05)

@@ -168,18 +168,22 @@ def _audience_parts(settings):
 
 
 def cmd_chat(args) -> int:
-    from .chat import chat_from_mic, chat_from_terminal, mic_listener, open_microphone
+    from .chat import MAX_ANSWER_S, chat_from_mic, chat_from_terminal, mic_listener, open_microphone, open_recording
     from .conversation import open_conversation
 
     settings = _settings(args)
-    conversation = open_conversation(settings)  # a missing model, ear or microphone fails before the avatar starts
-    listener, source = (mic_listener(settings), open_microphone()) if args.mic else (None, None)
+    conversation = open_conversation(settings)  # a missing model, ear, microphone or file fails before the avatar starts
+    listener, source = None, None
+    if args.mic or args.listen:
+        listener = mic_listener(settings)
+        source = open_recording(args.listen) if args.listen else open_microphone()
     conversation.warm_up()
     avatar, server = _start_live(settings)
     try:
         if listener is not None:
-            print("listening: speak a question (Ctrl-C to end)", file=sys.stderr)
-            chat_from_mic(avatar, conversation, listener, source, sys.stdout)
+            print(f"listening to {args.listen} in real time" if args.listen else
+                  "listening: speak a question (Ctrl-C to end)", file=sys.stderr)
+            chat_from_mic(avatar, conversation, listener, source, sys.stdout, linger=MAX_ANSWER_S if args.listen else 0.0)
         else:
             chat_from_terminal(avatar, conversation, sys.stdin, sys.stdout, prompt=sys.stdin.isatty())
     except KeyboardInterrupt:
@@ -230,7 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("-p", "--portrait", help="portrait photo (overrides avatar.portrait)")
     ch.add_argument("--sinks", help="comma-separated sinks (overrides live.sinks)")
     ch.add_argument("--voice", help="TTS engine: piper or espeak (overrides tts.engine)")
-    ch.add_argument("--mic", action="store_true", help="listen on the microphone instead of reading typed lines")
+    heard = ch.add_mutually_exclusive_group()
+    heard.add_argument("--mic", action="store_true", help="listen on the microphone instead of reading typed lines")
+    heard.add_argument("--listen", metavar="AUDIO", help="spoken questions from an audio file, heard in real time; "
+                       "ends once the last answer has been spoken")
     ch.set_defaults(func=cmd_chat)
 
     d = sub.add_parser("doctor", help="which engines, sinks and models work on this machine, and how to fix the rest")

@@ -66,6 +66,44 @@ def test_chat_answers_piped_questions_and_exits_at_eof(tmp_path):
     assert frames >= 25 * 2
 
 
+@pytest.mark.slow
+def test_chat_listens_to_a_recording_and_answers_before_exiting(tmp_path):
+    """--listen: a WAV with two spoken questions, heard in real time through the real ear;
+    each is answered, and the command ends only after the last answer was spoken."""
+    import soundfile as sf
+
+    from talker_stream.tts.piper import PiperTTS
+
+    piper = PiperTTS(threads=1)
+    gap = np.zeros(16000 * 6, np.float32)  # room for the first answer before the next question
+    pcm = np.concatenate([np.zeros(8000, np.float32), spoken_question(piper, "What is the capital of France?"), gap,
+                          spoken_question(piper, "What color is the sky?"), np.zeros(4000, np.float32)])
+    sf.write(tmp_path / "questions.wav", pcm, 16000)
+    proc = run_chat(tmp_path, "", "--listen", "questions.wav", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    heard = [line for line in proc.stdout.splitlines() if line.startswith("you: ")]
+    answers = [line for line in proc.stdout.splitlines() if line.strip() and not line.startswith("you: ")]
+    assert len(heard) == 2 and "capital" in heard[0].lower() and "sky" in heard[1].lower(), proc.stdout
+    assert len(answers) == 2 and all(sum(ch.isalpha() for ch in a) > 3 for a in answers), proc.stdout
+    assert "listening to questions.wav" in proc.stderr
+    with av.open(str(tmp_path / "session.mp4")) as f:
+        voice = np.concatenate([fr.to_ndarray().reshape(fr.samples, -1)[:, 0] for fr in f.decode(audio=0)])
+    tenths = np.abs(voice[: len(voice) // 4800 * 4800]).reshape(-1, 4800).max(axis=1) > 0.05
+    loud = np.flatnonzero(tenths)
+    spoken_parts = 1 + int(np.sum(np.diff(loud) > 15))  # separated by 1.5 s of silence or more
+    assert spoken_parts == 2, ("both answers were spoken, the second after the file ended", loud / 10)
+
+
+def test_chat_listen_to_a_broken_file_fails_before_the_avatar_starts(tmp_path):
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage")
+    proc = run_chat(tmp_path, "", "--listen", "broken.wav", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "broken.wav" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "session.mp4").exists(), "the avatar was not started"
+    proc = run_chat(tmp_path, "", "--listen", "missing.wav", timeout=120)
+    assert proc.returncode == 2 and "missing.wav" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def _portaudio_missing() -> bool:
     try:
         import sounddevice  # noqa: F401
