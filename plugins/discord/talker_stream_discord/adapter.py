@@ -78,6 +78,13 @@ class AskHandle:
     responded: asyncio.Event = field(default_factory=asyncio.Event)  # set once the deferral went out (or failed)
     deferred: bool = False  # the response is "is thinking…": an answer (or a dropped() note) is awaited
 
+    async def response_sent(self, timeout: float = 10.0) -> None:
+        """Wait (bounded) until /ask's own response has gone out: a follow-up must come after it."""
+        try:
+            await asyncio.wait_for(self.responded.wait(), timeout)
+        except TimeoutError:
+            pass
+
 
 class DiscordAdapter:
     name = "discord"
@@ -329,10 +336,7 @@ class DiscordAdapter:
 
     async def _send(self, handle, chunks: list[str]) -> None:
         if isinstance(handle, AskHandle):
-            try:  # an answer quicker than the deferral must not follow up before it
-                await asyncio.wait_for(handle.responded.wait(), 10)
-            except TimeoutError:
-                pass
+            await handle.response_sent()  # an answer quicker than the deferral must not follow up before it
             try:
                 for chunk in chunks:
                     await handle.interaction.followup.send(chunk, allowed_mentions=NO_PINGS)
@@ -349,10 +353,7 @@ class DiscordAdapter:
 
     async def _take_back(self, handle: AskHandle, note: str) -> bool:
         """Turn a deferred /ask's "is thinking…" into *note*: the answer is not coming."""
-        try:  # a question dropped at once (a full queue) must not race its own deferral
-            await asyncio.wait_for(handle.responded.wait(), 10)
-        except TimeoutError:
-            pass
+        await handle.response_sent()  # a question dropped at once (a full queue) must not race its own deferral
         if not handle.deferred:
             return False  # answered at once with a note (or "queued"): nothing is waiting
         try:
