@@ -358,6 +358,8 @@ def test_the_multilingual_model_from_pypi_hears_other_languages(spoken, tmp_path
     from talker_stream.asr.whisper import multilingual_model
     from talker_stream.tts.espeak import EspeakTTS
 
+    import ctranslate2
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     folder = multilingual_model()
     assert folder == tmp_path / "talker-stream" / "whisper-base" and (folder / "model.bin").stat().st_size > 140e6
@@ -368,6 +370,9 @@ def test_the_multilingual_model_from_pypi_hears_other_languages(spoken, tmp_path
     assert asr.last_language == "en" and wer(QUESTIONS[:4], english) <= 0.2, english
     tts = EspeakTTS(make_settings(**{"tts.espeak.voice": "cmn-latn-pinyin"}).tts.espeak)
     heard = []
+    # On speech this hard, faster-whisper falls back to sampling at higher temperatures: seeded
+    # here, every run hears the same (an unseeded run once got 2 of 4 in characters, 1 romanised)
+    ctranslate2.set_random_seed(0)
     for text in ZH:
         chunks = list(tts.stream(text))
         heard.append(asr.transcribe(resample(AudioChunk(np.concatenate([c.pcm for c in chunks]),
