@@ -22,7 +22,8 @@ sample (|x| > 2 % of peak) would have been recorded. Each question gets its own 
 channel so prompts do not grow from one question to the next.
 
 Usage:
-  .venv/bin/python bench/brain.py            # --count 10 --modes typed spoken
+  .venv/bin/python bench/brain.py            # --count 10 --modes typed spoken --llm-process worker
+  .venv/bin/python bench/brain.py --llm-process inline   # llama.cpp inside the avatar's process
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ from talker_stream.drafts import Drafts  # noqa: E402
 from talker_stream.face.animator import MeshAnimator  # noqa: E402
 from talker_stream.media import AudioChunk  # noqa: E402
 from talker_stream.sinks import create_sinks  # noqa: E402
-from talker_stream.tts.piper import PiperTTS  # noqa: E402
+from talker_stream.tts import open_tts  # noqa: E402
 
 from _load import OtherLoad  # noqa: E402
 
@@ -157,7 +158,7 @@ def ask(live, conversation, marks: Marks, text: str, channel: str, reply=None) -
     live.say(reply, question=text, on_done=finished)
 
 
-def spoken_pcm(tts: PiperTTS, text: str) -> tuple[np.ndarray, int]:
+def spoken_pcm(tts, text: str) -> tuple[np.ndarray, int]:
     chunks = list(tts.stream(text))
     pcm = resample(AudioChunk(np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate), 16000).pcm
     voiced = np.flatnonzero(np.abs(pcm) > 0.02 * np.abs(pcm).max())
@@ -246,13 +247,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=10)
     ap.add_argument("--modes", nargs="+", default=["typed", "spoken"], choices=["typed", "spoken"])
+    ap.add_argument("--llm-process", choices=["worker", "inline"], default="worker",
+                    help="worker: llama.cpp in its supervised process, as shipped ([llm] isolate = true); "
+                         "inline: inside the avatar's process, as before issue 11")
     a = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-brain-"))
     try:
-        s = load_settings(None, {"avatar.portrait": str(ROOT / "examples/portrait.png"), "live.sinks": ["preview"]})
+        s = load_settings(None, {"avatar.portrait": str(ROOT / "examples/portrait.png"), "live.sinks": ["preview"],
+                                 "llm.isolate": a.llm_process == "worker"})
         marks = Marks()
-        tts = PiperTTS()
+        tts = open_tts(s, live=True)  # as the live avatar opens it: Piper on one thread
         conversation = open_conversation(s)
+        llm_kind = type(conversation.llm).__name__  # IsolatedLLM (worker) or LlamaCppLLM (inline)
         conversation.warm_up()
         listener = Listener.from_settings(s) if "spoken" in a.modes else None
         if listener is not None:
@@ -270,6 +276,7 @@ def main() -> None:
             summary["spoken"] = table("Spoken", run_spoken(live, conversation, listener, marks, tts, a.count), True)
         live.stop()
         print(f"\nother load while measuring: {load.stop()}")
+        print(f"LLM engine object: {llm_kind} ([llm] isolate = {s.llm.isolate})")
         goals = {"typed": 600, "spoken": 1000}
         for mode, totals in summary.items():
             med = statistics.median(totals)

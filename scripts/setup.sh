@@ -34,6 +34,29 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 
 extras=$(IFS=,; echo "$*")
+brain=false
+case ",$extras," in *,brain,*|*,test,*) brain=true ;; esac
+
+# llama.cpp is compiled from source by llama-cpp-python. Its default (-march=native, AMX and
+# AVX-512 kernels picked at build time) crashes on CPUs other than the one it was built on,
+# and pip's wheel cache hands such a wheel to the next machine. One portable build instead:
+# AVX2/FMA/F16C on x86-64 (every x86-64 CPU since 2013), generic on other architectures,
+# compiled here with pip's cache off so that no native wheel is ever reused.
+LLAMA_VERSION=0.3.36
+if [ "$(uname -m)" = x86_64 ]; then
+  LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+else
+  LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF"
+fi
+LLAMA_STAMP=".venv/.llama-portable-$(echo "$LLAMA_VERSION $LLAMA_CMAKE_ARGS" | sha1sum | cut -c1-12)"
+install_portable_llama() {
+  echo "building llama-cpp-python $LLAMA_VERSION for any $(uname -m) CPU (about 4-12 minutes on 2 cores)"
+  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" FORCE_CMAKE=1 \
+    .venv/bin/pip install -q --no-cache-dir --force-reinstall --no-deps --no-binary llama-cpp-python \
+    "llama-cpp-python==$LLAMA_VERSION"
+  rm -f .venv/.llama-portable-*
+  touch "$LLAMA_STAMP"
+}
 spec="."; [ -n "$extras" ] && spec=".[$extras]"
 stamp=".venv/.installed-$(cat pyproject.toml plugins/*/pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)-${extras:-base}"
 if [ ! -f "$stamp" ]; then
@@ -47,6 +70,9 @@ if [ ! -f "$stamp" ]; then
       targets+=(-e "$(dirname "$plugin")")
     done
   fi
+  if $brain; then install_portable_llama; fi
   .venv/bin/pip install -q "${targets[@]}"
   touch "$stamp"
 fi
+# A venv made before the portable build (or by hand) may still hold a native one: rebuild it.
+if $brain && [ ! -f "$LLAMA_STAMP" ]; then install_portable_llama; fi

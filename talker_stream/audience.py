@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 60.0
 HEALTHY_S = 60.0  # an adapter that ran this long before failing starts its backoff afresh
 MAX_ANSWER_S = 300.0  # an answer never reported heard (a stuck sink?) must not stop the audience
+RETRIES = 1  # a question whose answer failed (the model crashed) is asked again this many times
 REPLIES_WAITING = 32  # chat replies waiting for a slow platform; beyond, they are dropped (logged)
 NOTICES_WAITING = 256  # "your question was dropped" notices; a flood drops most questions, and
 # these must never crowd the answers out of REPLIES_WAITING, so they wait apart and go second
@@ -85,6 +86,7 @@ class Audience:
         self.chat_replies_failed = 0
         self.drop_notices = 0  # adapters told that an accepted question was lost (dropped())
         self.errors = 0
+        self.failed = 0  # answers the model failed to write, after RETRIES
         self.restarts = {a.name: 0 for a in self.adapters}
         self.asked: list[Queued] = []  # the last questions taken, oldest first (bounded; tests and status)
         self._replies: queue.Queue[tuple[Any, Any, str]] = queue.Queue(maxsize=REPLIES_WAITING)
@@ -214,6 +216,10 @@ class Audience:
                 break
         spoken = heard[0] if heard else Spoken(None, [])
         reply.heard(spoken.text)
+        failed = getattr(reply, "failed", None)  # any reply-like object: only a Reply knows
+        if failed is not None:
+            self._failed(item, failed)
+            return spoken
         text = " ".join(_TAG.sub("", spoken.text).split())
         if not text:
             self.unheard += 1
@@ -227,6 +233,18 @@ class Audience:
                 self.chat_replies_failed += 1
                 log.warning("chat reply to %s dropped: %d replies already wait", item.author, REPLIES_WAITING)
         return spoken
+
+    def _failed(self, item: Queued, why: Exception) -> None:
+        """The model failed while answering (it crashed and is restarting): the avatar has
+        said a short apology; the question goes back to its place in the queue, once, and
+        after that its platform is told it failed."""
+        if item.attempts < RETRIES and self._running.is_set():
+            item.attempts += 1
+            if self.questions.requeue(item):
+                log.warning("%s's question goes back to the queue: %s", item.author or "?", why)
+                return
+        self.failed += 1
+        self._dropped(item, "failed")
 
     def _dropped(self, item: Queued, why: str) -> None:
         """An accepted question will not be answered: queue a ``dropped(message, why)`` for its
@@ -277,9 +295,9 @@ class Audience:
         return {**self.questions.stats(), "answered": self.answered, "unheard": self.unheard,
                 "chat_replies": self.chat_replies, "chat_replies_failed": self.chat_replies_failed,
                 "drop_notices": self.drop_notices, "notices_skipped": self.notices_skipped,
-                "errors": self.errors, "adapters": {a.name: {"restarts": self.restarts[a.name]} for a in self.adapters}}
+                "errors": self.errors, "failed": self.failed, "adapters": {a.name: {"restarts": self.restarts[a.name]} for a in self.adapters}}
 
     def status(self) -> str:
         s = self.stats()
         return (f"chat {s['queued']} waiting, {s['answered']} answered, {s['merged']} merged, "
-                f"{s['rate_limited']} limited, {s['expired'] + s['dropped_full']} dropped, {s['refused']} refused")
+                f"{s['rate_limited']} limited, {s['expired'] + s['dropped_full'] + s['failed']} dropped, {s['refused']} refused")

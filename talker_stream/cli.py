@@ -109,7 +109,12 @@ def cmd_live(args) -> int:
     import threading
     import time
 
+    from .preflight import before_start
+
     settings = _settings(args)
+    # each native engine runs a tiny job in a child process first: a crash is one line, not a dead stream
+    if not before_start(settings, llm="optional" if settings.chat.adapters else ""):
+        settings.chat.adapters = []
     brain = _audience_parts(settings)  # a missing model or a bad adapter setting fails before the avatar starts
     avatar, server = _start_live(settings)
     audience = None
@@ -171,7 +176,10 @@ def cmd_chat(args) -> int:
     from .chat import MAX_ANSWER_S, chat_from_mic, chat_from_terminal, mic_listener, open_microphone, open_recording
     from .conversation import open_conversation
 
+    from .preflight import before_start
+
     settings = _settings(args)
+    before_start(settings, llm="essential", asr=bool(args.mic or args.listen))  # a crashing engine: one line, no start
     conversation = open_conversation(settings)  # a missing model, ear, microphone or file fails before the avatar starts
     listener, source = None, None
     if args.mic or args.listen:

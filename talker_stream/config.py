@@ -126,6 +126,7 @@ class LLMSettings:
     top_p: float = opt(0.9, 0, 1)
     max_tokens: int = opt(160, 1, 4096)
     memory_tokens: int = opt(1200, 0, 100000)
+    isolate: bool = True  # native engines (llama.cpp) run in a supervised worker process
     llamacpp: LlamaCppSettings = field(default_factory=LlamaCppSettings)
     openai: OpenAISettings = field(default_factory=OpenAISettings)
 

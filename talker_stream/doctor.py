@@ -41,9 +41,22 @@ def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
 
     out.append(("asr", "faster-whisper", "", WhisperASR.check(settings.asr, settings.base_dir)))
     out.append(("writer", "mp4 (h264+aac)", "", _writer_check()))
+    out += _probes(settings, out)
     portrait = settings.path(settings.avatar.portrait)
     out.append(("portrait", str(portrait), "", None if portrait.is_file() else "file not found; set avatar.portrait"))
     return out
+
+
+def _probes(settings: Settings, found: list) -> list[tuple[str, str, str, str | None]]:
+    """A tiny job for each selected native engine that is installed, in a child process:
+    an engine that loads but crashes on this CPU (SIGSEGV, SIGILL) shows up here by name."""
+    from .preflight import Target, run, targets_for
+
+    usable = {(kind, name) for kind, name, role, problem in found if problem is None}
+    targets = [t for t in targets_for(settings, llm=True, asr=True) if (t.kind, t.name) in usable]
+    roles = {Target("tts", settings.tts.fallback): "fallback", Target("asr", "faster-whisper"): ""}
+    return [(f"{r.target.kind} run", r.target.name, roles.get(r.target, "selected"), r.problem)
+            for r in run(settings, targets)]
 
 
 def report(settings: Settings, console: Console | None = None) -> bool:

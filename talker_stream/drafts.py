@@ -57,6 +57,10 @@ class Draft:
             raise item
         return item
 
+    @property
+    def failed(self) -> Exception | None:
+        return self.reply.failed
+
     def close(self) -> None:
         """Stop the model (after its current token); the rest is never spoken."""
         self._stop.set()

@@ -160,6 +160,7 @@ class Queued:
     who: set[str] = field(default_factory=set)  # asker keys (up to MAX_ASKERS_KEPT)
     tokens: frozenset = frozenset()
     taken_at: float | None = None  # when the answering loop took it
+    attempts: int = 0  # answers that failed (the model crashed) before this one
     source: Any = None  # the adapter that delivered the first message (to reply through)
 
     @property
@@ -193,6 +194,7 @@ class QueueStats:
     dropped_full: int = 0
     refused: int = 0
     taken: int = 0
+    requeued: int = 0
 
 
 class QuestionQueue:
@@ -370,6 +372,18 @@ class QuestionQueue:
             if done:
                 return item
 
+    def requeue(self, item: Queued) -> bool:
+        """Put a taken question back in its old place (its answer failed: the model crashed).
+        It keeps its rank, so it is the next answered among its priority; False when closed."""
+        with self._cond:
+            if self._closed:
+                return False
+            item.taken_at = None
+            self._items.append(item)
+            self.counts.requeued += 1
+            self._cond.notify()
+            return True
+
     def _expire(self, now: float, dropped: list[tuple[Queued, str]]) -> None:
         old = [q for q in self._items if now - q.received > self.max_age]
         for q in old:
@@ -409,7 +423,7 @@ class QuestionQueue:
             c = self.counts
             return {"queued": len(self._items), "accepted": c.accepted, "merged": c.merged,
                     "rate_limited": c.rate_limited, "expired": c.expired, "dropped_full": c.dropped_full,
-                    "refused": c.refused, "taken": c.taken, "users_tracked": len(self._users)}
+                    "refused": c.refused, "taken": c.taken, "requeued": c.requeued, "users_tracked": len(self._users)}
 
 
 def _sane(m: ChatMessage, now: float, speaker: Callable[[str], str]) -> ChatMessage:

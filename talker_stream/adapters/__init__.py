@@ -17,8 +17,9 @@ The contract, kept small so each platform's quirks stay inside its plugin:
 - ``stop()`` makes ``run`` return soon (within a few seconds), from any thread.
 - ``dropped(message, why)``, optional: a question that was *accepted* will not be answered
   after all. *why* is "expired" (waited past [chat] max_age_seconds), "dropped_full" (pushed
-  out of a full queue by a higher-priority question) or "unheard" (answered, but nothing of
-  the answer was heard: the avatar was full or interrupted). Called on the core's reply
+  out of a full queue by a higher-priority question), "unheard" (answered, but nothing of
+  the answer was heard: the avatar was full or interrupted) or "failed" (the language model
+  crashed or was unreachable while answering, again when the question was asked once more). Called on the core's reply
   thread, like ``reply``; an adapter that told the asker "wait for it" can take it back here
   (Discord's /ask edits its "thinking…" message). Adapters without it are unaffected.
 """

@@ -41,6 +41,7 @@ class MeshAnimator:
     """Moves the portrait's own pixels: no neural network, no GPU, hundreds of fps."""
 
     name = "mesh"
+    native_modules = ("mediapipe", "cv2")  # preflight: a rebuilt runtime is probed again
 
     def __init__(self, **_: object) -> None:
         self._finder: FaceFinder | None = None

@@ -29,7 +29,14 @@ class LLM(Protocol):
 
 
 def open_llm(settings) -> LLM:
-    """The engine named in [llm] engine, configured from [llm.NAME]."""
+    """The engine named in [llm] engine, configured from [llm.NAME]. An engine that runs
+    native code (``native = True``: llama.cpp) runs in a supervised worker process unless
+    [llm] isolate is off, so that a crash in it never takes the avatar down."""
     name = settings.llm.engine
     cls = registry.load_ready("llm", name, "LLM engine")
-    return cls(getattr(settings.llm, name, None), base_dir=settings.base_dir)
+    options = getattr(settings.llm, name, None)
+    if getattr(cls, "native", False) and settings.llm.isolate:
+        from .isolated import IsolatedLLM
+
+        return IsolatedLLM(name, options, settings.base_dir)
+    return cls(options, base_dir=settings.base_dir)

@@ -10,6 +10,12 @@ from ..errors import EngineUnavailable
 from . import GenerationParams
 
 BUNDLED = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The build scripts/setup.sh makes: AVX2/FMA/F16C, no -march=native, no AVX-512 or AMX kernels,
+# so one wheel runs on every x86-64 CPU of the last decade (tests check the two agree).
+PORTABLE_CMAKE_ARGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
+                       "-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF")
+REBUILD = (f'CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" pip install --force-reinstall --no-cache-dir --no-deps '
+           "--no-binary llama-cpp-python llama-cpp-python==0.3.36")
 
 
 def bundled_model() -> Path | None:
@@ -24,6 +30,9 @@ def bundled_model() -> Path | None:
 
 class LlamaCppLLM:
     name = "llamacpp"
+    native = True  # C++: runs in a worker process unless [llm] isolate = false
+    native_modules = ("llama_cpp",)  # what preflight's cache watches for a rebuild
+    crash_hint = f"rebuild it for any x86-64 CPU with: {REBUILD}"
 
     def __init__(self, options=None, base_dir: Path | None = None) -> None:
         try:

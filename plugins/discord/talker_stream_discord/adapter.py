@@ -56,6 +56,7 @@ DROPPED_NOTES = {
     "expired": "Sorry, I couldn't get to your question in time.",
     "dropped_full": "Sorry, I couldn't get to your question in time.",
     "unheard": "Sorry, my answer didn't make it out. Please ask again.",
+    "failed": "Sorry, my language model failed while answering. Please ask again in a minute.",
 }
 
 

@@ -56,6 +56,7 @@ class Wav2LipEngine:
     """Neural lip-sync on torch (CUDA when present, CPU otherwise) or ONNX Runtime."""
 
     name = "wav2lip"
+    native_modules = ("torch", "onnxruntime")  # preflight: a rebuilt runtime is probed again
     Options = Wav2LipOptions
 
     def __init__(self, options: Wav2LipOptions | None = None, base_dir: str | Path | None = None, **_: object) -> None:

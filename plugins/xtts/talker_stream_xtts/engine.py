@@ -50,6 +50,7 @@ class XttsTTS:
     steps instead of after the whole sentence."""
 
     name = "xtts"
+    native_modules = ("torch",)  # preflight: a rebuilt runtime is probed again
     Options = XttsOptions
     sample_rate = 24000
 

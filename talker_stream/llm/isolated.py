@@ -1,0 +1,62 @@
+"""A language model in a worker process of its own (see ``talker_stream.isolation``).
+
+llama.cpp is native code: on a CPU it was not built for it dies with SIGSEGV or SIGILL, and
+inside the avatar's process that would end the stream. Here it runs in a supervised child:
+a crash fails only the answer being written (the conversation says a short apology, the
+audience asks the question again once the model is back), and the worker restarts with
+backoff while the avatar goes on blinking at 25 fps.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import EngineUnavailable
+from ..isolation import IsolatedEngine
+from . import GenerationParams
+
+
+class HostedLLM:
+    """The child's side: the real engine, built by name from the registry."""
+
+    def __init__(self, name: str, options: Any, base_dir: Path | None) -> None:
+        from .. import registry
+
+        self.engine = registry.load("llm", name)(options, base_dir=base_dir)
+
+    def describe(self) -> dict:
+        return {"model": getattr(self.engine, "model", ""), "counts_tokens": hasattr(self.engine, "count_tokens")}
+
+    def stream(self, messages: list[dict], params: GenerationParams) -> Iterator[str]:
+        return self.engine.stream(messages, params)
+
+    def count_tokens(self, text: str) -> int:
+        return self.engine.count_tokens(text)
+
+
+class IsolatedLLM:
+    """The avatar's side: the same ``stream``/``count_tokens`` interface as the engine."""
+
+    def __init__(self, name: str, options: Any = None, base_dir: Path | None = None) -> None:
+        self.name = name
+        self.worker = IsolatedEngine(f"the local LLM ({name})", "talker_stream.llm.isolated:HostedLLM",
+                                     name, options, base_dir)
+        info = self.worker.info or {}
+        self.model = info.get("model", "")
+        if not info.get("counts_tokens"):
+            self.count_tokens = None  # the conversation estimates instead
+
+    def stream(self, messages: list[dict], params: GenerationParams) -> Iterator[str]:
+        return self.worker.stream("stream", messages, params)
+
+    def count_tokens(self, text: str) -> int:  # noqa: F811 - replaced by None above when absent
+        try:
+            return self.worker.call("count_tokens", text, wait=0.0)
+        except EngineUnavailable:  # down or restarting: memory bookkeeping must not wait for it
+            from ..conversation import estimate_tokens
+
+            return estimate_tokens(text)
+
+    def close(self) -> None:
+        self.worker.close()

@@ -1,0 +1,253 @@
+"""A native engine that crashes never takes the stream down, and is found before it is trusted.
+
+The crashing engine is ``tests/standins/segv_llm.py``: a STAND-IN for llama.cpp built for
+another CPU, which sends itself a real SIGSEGV in the middle of an answer. Everything else is
+the real product: the worker process and its supervisor, the conversation, the question
+queue and audience, the live avatar (Piper voice, mesh face), preflight, doctor and the CLI.
+The last tests check the real llama.cpp build the project installs.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PORTRAIT, ROOT, make_settings, wait_for
+from talker_stream.isolation import EngineCrashed, IsolatedEngine
+from talker_stream.llm import GenerationParams, open_llm
+
+STANDINS = Path(__file__).resolve().parent / "standins"
+PARAMS = GenerationParams(0.0, 1.0, 16)
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture
+def segv(monkeypatch, tmp_path):
+    """The ``segv`` engine importable here and in every child process; crashes once."""
+    monkeypatch.syspath_prepend(str(STANDINS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(STANDINS), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("SEGV_LLM_MODE", "once")
+    monkeypatch.setenv("SEGV_LLM_MARKER", str(tmp_path / "crashed-once"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # preflight's memory of passed probes
+    return tmp_path
+
+
+def test_a_crash_mid_answer_raises_a_named_error_and_the_worker_comes_back(segv):
+    llm = open_llm(make_settings(**{"llm.engine": "segv"}))
+    try:
+        assert llm.model == "segv-standin" and llm.worker.alive
+        pieces = []
+        with pytest.raises(EngineCrashed) as crash:
+            for piece in llm.stream(QUESTION, PARAMS):
+                pieces.append(piece)
+        assert pieces == ["Paris is "], "what was written before the crash arrived"
+        assert crash.value.signal_name == "SIGSEGV"
+        assert "the local LLM (segv) crashed (SIGSEGV)" in str(crash.value)
+        assert llm.count_tokens("one two three") == 3, "a count while restarting is estimated, never an error"
+        # the next answer waits for the restart and is whole
+        assert "".join(llm.stream(QUESTION, PARAMS)) == "Paris is the capital of France, my friend."
+        assert llm.worker.crashes == 1 and llm.worker.restarts == 1
+    finally:
+        llm.close()
+
+
+def test_an_answer_closed_early_cancels_in_the_worker_and_leaves_nothing_behind(segv, monkeypatch):
+    monkeypatch.setenv("SEGV_LLM_MODE", "never")
+    llm = open_llm(make_settings(**{"llm.engine": "segv"}))
+    try:
+        for _ in range(3):
+            it = llm.stream(QUESTION, PARAMS)
+            assert next(it) == "Paris is "
+            it.close()  # interrupted: the worker stops writing
+        assert "".join(llm.stream(QUESTION, PARAMS)) == "Paris is the capital of France, my friend.", \
+            "no piece of a cancelled answer leaks into the next one"
+        assert llm.count_tokens("a b") == 2
+        assert llm.worker.crashes == 0
+    finally:
+        llm.close()
+
+
+def test_an_engine_that_cannot_load_fails_with_its_own_message(segv):
+    with pytest.raises(Exception, match="GGUF model not found: .*nowhere.gguf"):
+        open_llm(make_settings(**{"llm.llamacpp.model": str(segv / "nowhere.gguf")}))
+
+
+def test_the_worker_ends_with_its_parent_connection():
+    worker = IsolatedEngine("a dict", "builtins:dict", a=1)
+    proc = worker._child.proc
+    assert worker.call("get", "a") == 1
+    worker.close()
+    assert proc.poll() is not None, "closing the engine ends its process"
+
+
+@pytest.mark.slow
+def test_the_feed_keeps_25_fps_through_a_crash_and_the_question_is_answered_after_the_restart(segv, animator):
+    from test_audience import CaptionSink, LocalChat
+
+    from talker_stream.audience import Audience
+    from talker_stream.conversation import Conversation
+    from talker_stream.live import LiveAvatar
+    from talker_stream.moderation import Moderator
+    from talker_stream.questions import QuestionQueue
+    from talker_stream.tts.piper import PiperTTS
+
+    sink, chat = CaptionSink(), LocalChat("twitch")
+    llm = open_llm(make_settings(**{"llm.engine": "segv"}))
+    conv = Conversation(llm, "You are Tess.", PARAMS, Moderator(), 1200)
+    live = LiveAvatar(make_settings(**{"live.sinks": []}), [sink], tts=PiperTTS(threads=1), engine=animator).start()
+    audience = Audience(live, conv, [chat], QuestionQueue(), reply_in_chat=True).start()
+    try:
+        assert wait_for(lambda: len(sink.frames) > 25, 20), "the feed started"
+        chat.send("ana", "What is the capital of France?")
+        assert wait_for(lambda: audience.answered >= 1 and chat.replies, 90), audience.stats()
+        time.sleep(0.5)
+    finally:
+        audience.stop()
+        live.stop()
+        llm.close()
+    assert llm.worker.crashes == 1 and llm.worker.restarts == 1
+    stats = audience.stats()
+    assert stats["requeued"] == 1 and stats["failed"] == 0 and stats["answered"] == 1, stats
+    # the same question, asked once more after the restart, answered and replied in chat
+    assert sink.questions_spoken() == ["ana asks: What is the capital of France?"]
+    (message, text), = chat.replies
+    assert message.author == "ana" and text == "Paris is the capital of France, my friend."
+    # the apology was spoken in between, and the feed never stopped
+    captions = " ".join(dict.fromkeys(c for _, speaking, _, c, _ in sink.frames if speaking and c))
+    assert "lost my train of thought" in captions, captions
+    times = [t for t, *_ in sink.frames]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert max(gaps) < 0.25, f"the feed froze for {max(gaps):.2f} s"
+    fps = (len(times) - 1) / (times[-1] - times[0])
+    assert 23.5 <= fps <= 26.0, fps
+    # memory keeps the real answer only: the failed attempt left no trace
+    assert [m["content"] for m in conv.history("twitch:room")] == [
+        'ana asks: "What is the capital of France?"', "Paris is the capital of France, my friend."]
+
+
+def test_an_answer_that_keeps_crashing_is_reported_failed_to_its_platform(segv, monkeypatch, animator):
+    from test_audience import CaptionSink, LocalChat
+
+    from talker_stream.audience import Audience
+    from talker_stream.conversation import Conversation
+    from talker_stream.live import LiveAvatar
+    from talker_stream.moderation import Moderator
+    from talker_stream.questions import QuestionQueue
+    from talker_stream.tts.piper import PiperTTS
+
+    class Told(LocalChat):
+        def __init__(self, *a) -> None:
+            super().__init__(*a)
+            self.told: list[tuple[str, str]] = []
+
+        def dropped(self, message, why) -> None:
+            self.told.append((message.author, why))
+
+    monkeypatch.setenv("SEGV_LLM_MODE", "always")
+    sink, chat = CaptionSink(), Told("youtube")
+    llm = open_llm(make_settings(**{"llm.engine": "segv"}))
+    live = LiveAvatar(make_settings(**{"live.sinks": []}), [sink], tts=PiperTTS(threads=1), engine=animator).start()
+    audience = Audience(live, Conversation(llm, "You are Tess.", PARAMS, Moderator(), 1200), [chat],
+                        QuestionQueue(), reply_in_chat=True).start()
+    try:
+        chat.send("bo", "Where is Paris?")
+        assert wait_for(lambda: chat.told, 90), audience.stats()
+    finally:
+        audience.stop()
+        live.stop()
+        llm.close()
+    assert chat.told == [("bo", "failed")] and chat.replies == []
+    assert audience.stats()["requeued"] == 1 and audience.failed == 1 and llm.worker.crashes == 2
+    captions = " ".join(dict.fromkeys(c for _, speaking, _, c, _ in sink.frames if speaking and c))
+    assert "lost my train of thought" in captions, "an apology each time, never silence"
+    assert "1 dropped" in live.status_line()
+
+
+# -- preflight, doctor and the CLI --------------------------------------------------------------
+CONFIG = """
+[avatar]
+portrait = "{portrait}"
+
+[live]
+sinks = []
+
+[server]
+enabled = false
+
+[llm]
+engine = "segv"
+"""
+
+
+def run_cli(tmp_path: Path, *args: str, stdin: str = "", timeout: float = 180) -> subprocess.CompletedProcess:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG.format(portrait=PORTRAIT))
+    return subprocess.run([sys.executable, "-m", "talker_stream.cli", "-c", str(cfg), *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+                          env={**os.environ, "COLUMNS": "250"})  # doctor's table on one line a row
+
+
+def test_doctor_names_the_engine_that_crashes_on_this_cpu(segv, monkeypatch):
+    monkeypatch.setenv("SEGV_LLM_MODE", "always")
+    out = run_cli(segv, "doctor")
+    assert out.returncode == 1, out.stdout + out.stderr
+    text = " ".join(out.stdout.split())
+    assert re.search(r"llm run .*segv .*selected .*crashed on this CPU \(SIGSEGV\)", text), out.stdout
+    assert re.search(r"tts run .*piper .*selected .*ok", text) and re.search(r"face run .*mesh .*ok", text), out.stdout
+
+
+def test_chat_refuses_to_start_on_an_llm_that_crashes_and_says_why(segv, monkeypatch):
+    monkeypatch.setenv("SEGV_LLM_MODE", "always")
+    out = run_cli(segv, "chat", stdin="hello\n")
+    assert out.returncode == 2, out.stderr
+    assert "error: the local LLM (segv): crashed on this CPU (SIGSEGV)" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_passed_probe_is_remembered_until_the_engine_changes(segv, monkeypatch):
+    from talker_stream import preflight
+
+    monkeypatch.setenv("SEGV_LLM_MODE", "never")
+    settings = make_settings(**{"llm.engine": "segv"})
+    target = preflight.Target("llm", "segv")
+    first = preflight.probe(settings, target)
+    assert first.ok and not first.cached and first.seconds > 0
+    assert preflight.probe(settings, target).cached
+    monkeypatch.setenv("SEGV_LLM_MODE", "always")
+    assert preflight.probe(settings, target).cached, "remembered: the engine and the CPU did not change"
+    crashed = preflight.probe(settings, target, use_cache=False)
+    assert crashed.crashed and "SIGSEGV" in crashed.problem
+
+
+# -- the llama.cpp build ---------------------------------------------------------------------
+def test_setup_builds_llama_cpp_with_the_portable_flags_the_code_names():
+    from talker_stream.llm.llamacpp import PORTABLE_CMAKE_ARGS
+
+    script = (ROOT / "scripts" / "setup.sh").read_text()
+    assert f'LLAMA_CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}"' in script
+    assert "-DGGML_NATIVE=OFF" in PORTABLE_CMAKE_ARGS and "-DGGML_AMX_INT8=OFF" in PORTABLE_CMAKE_ARGS
+    assert "--no-cache-dir" in script, "a native wheel in pip's cache must never be reused"
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 instruction sets")
+def test_the_installed_llama_cpp_uses_no_instruction_beyond_avx2():
+    """What crashed on Sapphire Rapids was the AMX kernel; AVX-512 is missing on many x86-64
+    CPUs. The installed library's machine code must have neither (zmm registers, AMX tiles)."""
+    import llama_cpp
+
+    assert shutil.which("objdump"), "binutils' objdump is needed to read the machine code"
+    libs = sorted((Path(llama_cpp.__file__).parent / "lib").glob("libggml-cpu*.so*"))
+    assert libs, "llama.cpp's CPU backend library"
+    for lib in libs:
+        code = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True,
+                              check=True).stdout
+        assert len(code) > 100_000, "disassembled"
+        assert "ymm" in code, "AVX2 kernels are there"
+        assert not re.search(r"%zmm\d|%k[1-7]\b", code), f"{lib.name} has AVX-512 instructions"
+        assert not re.search(r"\b(tileloadd|tdpb[su][su]d|tdpbf16ps|ldtilecfg)\b", code), f"{lib.name} has AMX"
