@@ -73,6 +73,7 @@ class TTSSettings(EngineTables):
     plugin_kind = "tts"
     engine: str = "piper"
     fallback: str = "espeak"
+    isolate: bool = True  # live: a native voice (Piper, XTTS) runs in a supervised worker process
     piper: PiperSettings = field(default_factory=PiperSettings)
     espeak: EspeakSettings = field(default_factory=EspeakSettings)
     plugins: dict = field(default_factory=dict, metadata={"internal": True})
@@ -149,6 +150,7 @@ class ASRSettings:
     barge_in: bool = True
     barge_in_ms: int = opt(200, 50, 5000)
     max_turn_seconds: float = opt(30.0, 1, 600)
+    isolate: bool = True  # Whisper (CTranslate2, native code) runs in a supervised worker process
 
 
 @dataclass

@@ -291,6 +291,33 @@ class IsolatedEngine:
 
 
 # -- the child side -------------------------------------------------------------------------
+BUILT_IN = {"asr": "talker_stream.asr.whisper:WhisperASR"}  # engines not found through the registry
+
+
+class Hosted:
+    """The engine as the child holds it: built by *kind* and *name* (the registry's, or
+    BUILT_IN's), every method reachable by name, and its simple public attributes
+    (sample_rate, model, language...) told to the parent once, at start."""
+
+    def __init__(self, kind: str, name: str, *args: Any, **kwargs: Any) -> None:
+        if kind in BUILT_IN:
+            self.engine = _build(BUILT_IN[kind], args, kwargs)
+        else:
+            from . import registry
+
+            self.engine = registry.load(kind, name)(*args, **kwargs)
+
+    def describe(self) -> dict:
+        simple = (str, int, float, bool, type(None))
+        attrs = {**{k: v for k, v in vars(type(self.engine)).items() if isinstance(v, simple)},
+                 **{k: v for k, v in vars(self.engine).items() if isinstance(v, simple)}}
+        methods = [m for m in dir(self.engine) if not m.startswith("_") and callable(getattr(self.engine, m, None))]
+        return {"attrs": {k: v for k, v in attrs.items() if not k.startswith("_")}, "methods": methods}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
 def _build(factory: str, args: tuple, kwargs: dict) -> Any:
     module, _, name = factory.partition(":")
     target: Any = importlib.import_module(module)

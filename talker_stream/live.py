@@ -60,6 +60,7 @@ class LiveAvatar:
         self.portrait = portrait if portrait is not None else load_portrait(path, settings.avatar.max_size)
         self.engine = engine or face_engine(settings)
         self.avatar = self.engine.prepare(self.portrait, source=str(path))
+        self._own_tts = tts is None  # opened here (a worker process, maybe): closed in stop()
         self.speaker = Speaker(tts or open_tts(settings, live=True), self.clock)
         listener = self.engine if hears_speech(self.engine) else None
         self.timeline = Timeline(self.clock, Expression(settings.face.expression), listener=listener)
@@ -121,6 +122,8 @@ class LiveAvatar:
             t.join(5)
         for r in self.runners:
             r.stop()
+        if self._own_tts:
+            getattr(self.speaker.tts, "close", lambda: None)()
 
     def __enter__(self) -> "LiveAvatar":
         return self.start()

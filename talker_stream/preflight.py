@@ -78,10 +78,10 @@ def _probe_llm(settings, name: str) -> str:
 def _probe_asr(settings, name: str) -> str:
     import numpy as np
 
-    from .asr import open_asr
+    from .asr.whisper import WhisperASR
 
     rng = np.random.default_rng(0)
-    heard = open_asr(settings).transcribe((rng.standard_normal(16000) * 0.01).astype(np.float32))
+    heard = WhisperASR(settings.asr, base_dir=settings.base_dir).transcribe((rng.standard_normal(16000) * 0.01).astype(np.float32))
     return f"heard {heard!r}"
 
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import PORTRAIT, ROOT, make_settings, wait_for
@@ -251,3 +252,64 @@ def test_the_installed_llama_cpp_uses_no_instruction_beyond_avx2():
         assert "ymm" in code, "AVX2 kernels are there"
         assert not re.search(r"%zmm\d|%k[1-7]\b", code), f"{lib.name} has AVX-512 instructions"
         assert not re.search(r"\b(tileloadd|tdpb[su][su]d|tdpbf16ps|ldtilecfg)\b", code), f"{lib.name} has AMX"
+
+
+# -- the voice and the ear -------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_voice_that_crashes_mid_sentence_costs_that_sentence_only(segv, animator):
+    from test_live import MemorySink
+
+    from talker_stream.live import LiveAvatar
+
+    sink = MemorySink()
+    live = LiveAvatar(make_settings(**{"live.sinks": [], "tts.engine": "segv"}), [sink], engine=animator).start()
+    try:
+        assert type(live.speaker.tts).__name__ == "IsolatedTTS", "the live voice runs in its worker"
+        heard = []
+        live.say("This sentence dies halfway.", on_done=heard.append)
+        assert wait_for(lambda: heard, 30), "the broken utterance still ends"
+        live.say("This one is whole.", on_done=heard.append)
+        assert wait_for(lambda: len(heard) == 2, 30)
+        time.sleep(0.3)
+    finally:
+        live.stop()
+    worker = live.speaker.tts.worker
+    assert worker.crashes == 1 and worker.restarts == 1 and live.tts_errors == 1
+    per_utterance = {u: sum(1 for f in sink.frames if f.speaking and f.utterance == u) for u in (1, 2)}
+    # 0.5 s of tone before the crash (12.5 frames), then 2 x 0.5 s for the whole sentence
+    assert 11 <= per_utterance[1] <= 15 and 24 <= per_utterance[2] <= 28, per_utterance
+    gaps = [b - a for a, b in zip(sink.times, sink.times[1:])]
+    assert max(gaps) < 0.25, f"the feed froze for {max(gaps):.2f} s"
+    assert not worker.alive, "stop() closed the voice's worker"
+
+
+def test_whisper_killed_mid_turn_loses_that_turn_and_hears_the_next(piper_question):
+    import signal
+    import threading
+
+    from talker_stream.asr import open_asr
+
+    asr = open_asr(make_settings())
+    try:
+        assert type(asr).__name__ == "IsolatedASR" and asr.model_name
+        pcm = piper_question
+        pid = asr.worker._child.proc.pid
+        threading.Timer(0.05, os.kill, (pid, signal.SIGSEGV)).start()
+        with pytest.raises(EngineCrashed, match=r"speech recognition \(whisper\) crashed \(SIGSEGV\)"):
+            asr.transcribe(np.concatenate([pcm] * 6), "en")
+        text = asr.transcribe(pcm, "en")  # waits for the restart
+        assert "capital" in text.lower() and "france" in text.lower(), text
+        assert asr.last_language == "en" and asr.worker.restarts == 1
+    finally:
+        asr.close()
+
+
+@pytest.fixture(scope="module")
+def piper_question():
+    from talker_stream.audio import resample
+    from talker_stream.media import AudioChunk
+    from talker_stream.tts.piper import PiperTTS
+
+    chunks = list(PiperTTS().stream("What is the capital of France?"))
+    pcm = np.concatenate([c.pcm for c in chunks])
+    return resample(AudioChunk(pcm, chunks[0].sample_rate), 16000).pcm

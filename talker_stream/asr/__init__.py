@@ -17,5 +17,10 @@ __all__ = ["Heard", "Listener", "SileroVAD", "SpeechStarted", "TurnDetector", "T
 
 
 def open_asr(settings, threads: int | None = None) -> WhisperASR:
-    """The Whisper model configured in [asr] (paths relative to the config file)."""
+    """The Whisper model configured in [asr] (paths relative to the config file), in a
+    supervised worker process unless [asr] isolate is off (CTranslate2 is native code)."""
+    if settings.asr.isolate:
+        from .isolated import IsolatedASR
+
+        return IsolatedASR(settings.asr, base_dir=settings.base_dir, threads=threads)
     return WhisperASR(settings.asr, base_dir=settings.base_dir, threads=threads)

@@ -163,6 +163,7 @@ class Listener:
         self.on_resumed = on_resumed
         self._guess: tuple[int, int, str] | None = None  # (start, end, text) of the last paused turn
         self.heard: deque[Heard] = deque(maxlen=1000)
+        self.lost_turns = 0  # turns whose transcription failed (Whisper's worker crashed)
         self.speech_starts: deque[SpeechStarted] = deque(maxlen=1000)
         self.speech_started_at: float | None = None
         self._turns: queue.Queue[TurnEnded | TurnPaused | None] = queue.Queue(maxsize=8)
@@ -261,6 +262,9 @@ class Listener:
                 self.heard.append(heard)
                 if text.strip(" .,!?-") and self.on_question is not None:
                     self.on_question(text, heard.start, heard.end)
+            except EngineUnavailable as exc:  # Whisper's worker crashed or is restarting: this turn is lost
+                self.lost_turns += 1
+                log.warning("a spoken turn was lost: %s", exc)
             except BaseException as exc:  # noqa: BLE001 - re-raised by run() in the caller's thread
                 self._error = exc
                 self._stop.set()

@@ -147,6 +147,10 @@ class WhisperASR:
         self._tokenizers: dict = {}
         self.fast_path_used = 0  # turns decoded on the fast path (for tests and benchmarks)
 
+    def transcribe_and_language(self, pcm16k: np.ndarray, language: str | None = None) -> tuple[str, str]:
+        """:meth:`transcribe` and the language heard, in one call (one round trip to a worker)."""
+        return self.transcribe(pcm16k, language), self.last_language
+
     @classmethod
     def check(cls, options=None, base_dir: Path | None = None) -> str | None:
         """Why this cannot run here (for doctor), or None."""

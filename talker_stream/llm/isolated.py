@@ -17,34 +17,15 @@ from ..isolation import IsolatedEngine
 from . import GenerationParams
 
 
-class HostedLLM:
-    """The child's side: the real engine, built by name from the registry."""
-
-    def __init__(self, name: str, options: Any, base_dir: Path | None) -> None:
-        from .. import registry
-
-        self.engine = registry.load("llm", name)(options, base_dir=base_dir)
-
-    def describe(self) -> dict:
-        return {"model": getattr(self.engine, "model", ""), "counts_tokens": hasattr(self.engine, "count_tokens")}
-
-    def stream(self, messages: list[dict], params: GenerationParams) -> Iterator[str]:
-        return self.engine.stream(messages, params)
-
-    def count_tokens(self, text: str) -> int:
-        return self.engine.count_tokens(text)
-
-
 class IsolatedLLM:
-    """The avatar's side: the same ``stream``/``count_tokens`` interface as the engine."""
+    """The same ``stream``/``count_tokens`` interface as the engine it hosts."""
 
     def __init__(self, name: str, options: Any = None, base_dir: Path | None = None) -> None:
         self.name = name
-        self.worker = IsolatedEngine(f"the local LLM ({name})", "talker_stream.llm.isolated:HostedLLM",
-                                     name, options, base_dir)
-        info = self.worker.info or {}
-        self.model = info.get("model", "")
-        if not info.get("counts_tokens"):
+        self.worker = IsolatedEngine(f"the local LLM ({name})", "talker_stream.isolation:Hosted",
+                                     "llm", name, options, base_dir=base_dir)
+        self.model = self.worker.info["attrs"].get("model", "")
+        if "count_tokens" not in self.worker.info["methods"]:
             self.count_tokens = None  # the conversation estimates instead
 
     def stream(self, messages: list[dict], params: GenerationParams) -> Iterator[str]:

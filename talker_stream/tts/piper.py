@@ -51,6 +51,7 @@ def _load_voice(model: Path, config: Path, align: bool, threads: int | None):
 
 class PiperTTS:
     name = "piper"
+    native = True  # ONNX Runtime: the live avatar runs it in a worker process ([tts] isolate)
     native_modules = ("onnxruntime",)  # preflight: a rebuilt runtime is probed again
 
     def __init__(self, options=None, base_dir: Path | None = None, threads: int | None = None) -> None:

@@ -42,3 +42,35 @@ class SegvLLM:
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
+
+
+class SegvTTS:
+    """STAND-IN for a native voice that crashes mid-sentence (ONNX Runtime built for another
+    CPU): a real tone, then a real SIGSEGV, for a text with the word "dies" in it, under the
+    same SEGV_LLM_MODE/MARKER rules."""
+
+    name = "segv"
+    native = True
+    sample_rate = 16000
+
+    def __init__(self, options=None, base_dir=None, threads=None) -> None:
+        pass
+
+    @classmethod
+    def check(cls):
+        return None
+
+    def stream(self, text):
+        import numpy as np
+
+        from talker_stream.media import AudioChunk
+
+        t = np.arange(self.sample_rate // 2) / self.sample_rate
+        tone = (0.5 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 4 * t)) / 2).astype(np.float32)
+        yield AudioChunk(tone, self.sample_rate)
+        mode = os.environ.get("SEGV_LLM_MODE", "once")
+        marker = os.environ.get("SEGV_LLM_MARKER", "") + ".tts"
+        if "dies" in text and (mode == "always" or (mode == "once" and not os.path.exists(marker))):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGSEGV)
+        yield AudioChunk(tone, self.sample_rate)

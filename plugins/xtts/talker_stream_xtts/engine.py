@@ -50,6 +50,7 @@ class XttsTTS:
     steps instead of after the whole sentence."""
 
     name = "xtts"
+    native = True  # torch: the live avatar runs it in a worker process ([tts] isolate)
     native_modules = ("torch",)  # preflight: a rebuilt runtime is probed again
     Options = XttsOptions
     sample_rate = 24000
@@ -69,6 +70,12 @@ class XttsTTS:
         log.info("XTTS ready on %s in %.1f s (voice %s)", self.model.device, time.perf_counter() - t0,
                  "from cache" if cached else "computed from the reference clip")
         self.voice_from_cache = cached
+
+    @classmethod
+    def validate(cls, options: XttsOptions, base_dir: Path | None = None) -> None:
+        """The consent rule (and the two paths it needs), without importing torch: a refusal
+        stops the command; open_tts never falls back to another voice over it."""
+        resolve(options, base_dir or Path.cwd())
 
     @classmethod
     def check(cls) -> str | None:
