@@ -60,3 +60,58 @@ class RtmpServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+class PulseAudio:
+    """A private PulseAudio daemon on a unix socket in *root* (shared/RECIPES.md), ended by
+    its PID. ``env`` is what a client (pactl, paplay, a child process) needs to reach it:
+    PULSE_SERVER, and a private HOME/XDG_RUNTIME_DIR so no user session is touched."""
+
+    def __init__(self, root: Path) -> None:
+        import os
+
+        self.root = root
+        self.sock = root / "pulse.sock"
+        self.server = f"unix:{self.sock}"
+        self.env = {**os.environ, "HOME": str(root), "XDG_RUNTIME_DIR": str(root), "XDG_CONFIG_HOME": str(root),
+                    "PULSE_SERVER": self.server}
+        self.proc: subprocess.Popen | None = None
+
+    @staticmethod
+    def missing() -> str | None:
+        """What is not installed, or None."""
+        if not shutil.which("pulseaudio"):
+            return "pulseaudio is not installed (Debian: apt-get install pulseaudio pulseaudio-utils)"
+        for tool in ("pactl", "pacat", "parec", "paplay"):
+            if not shutil.which(tool):
+                return f"{tool} is not installed (Debian: apt-get install pulseaudio-utils)"
+        return None
+
+    def start(self, *modules: str) -> "PulseAudio":
+        """Start it with ``module-always-sink`` and *modules* (e.g. ``"module-null-sink sink_name=mic"``);
+        return once ``pactl info`` answers (an AssertionError with its log after 10 s)."""
+        log_path = self.root / "pulse.log"
+        loads = [f"--load=module-native-protocol-unix auth-anonymous=1 socket={self.sock}",
+                 *(f"--load={m}" for m in modules), "--load=module-always-sink"]
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen([shutil.which("pulseaudio") or "pulseaudio", "--daemonize=no",
+                                          "--exit-idle-time=-1", "-n", *loads],
+                                         stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while True:
+            assert self.proc.poll() is None, f"pulseaudio exited with {self.proc.returncode}: {log_path.read_text()[-2000:]}"
+            if self.sock.exists() and subprocess.run(["pactl", "info"], capture_output=True, timeout=5,
+                                                     env=self.env).returncode == 0:
+                return self
+            assert time.monotonic() < deadline, f"pulseaudio did not answer in 10 s: {log_path.read_text()[-2000:]}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None

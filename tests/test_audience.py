@@ -19,7 +19,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import make_settings, wait_for
+from conftest import make_settings, need, wait_for
 from talker_stream import registry
 from talker_stream.adapters import PAID, REGULAR, ChatMessage
 from talker_stream.adapters.aio import AsyncAdapter
@@ -221,8 +221,7 @@ def test_adapter_tables_are_checked_like_sink_tables(tmp_path):
     with pytest.raises(ConfigError, match=r"c.toml:2: chat.adapters: no adapter named 'no-such-platform'"):
         load_settings(p)
     name = _importable_adapter()
-    if name is None:
-        pytest.skip("no chat adapter plugin is installed")
+    need(name is not None, "no chat adapter plugin is installed (pip install -e plugins/twitch)")
     p.write_text(f"[chat]\nadapters = [\"{name}\"]\n\n[adapters.{name}]\nno_such_option = 1\n")
     with pytest.raises(ConfigError, match=rf"c.toml:5: adapters.{name}.no_such_option: unknown setting"):
         load_settings(p)
@@ -239,8 +238,7 @@ def test_doctor_lists_the_chosen_adapters():
     from talker_stream.doctor import rows
 
     name = _importable_adapter()
-    if name is None:
-        pytest.skip("no chat adapter plugin is installed")
+    need(name is not None, "no chat adapter plugin is installed (pip install -e plugins/twitch)")
     table = rows(load_settings(None, {"chat.adapters": [name]}))
     assert ("adapter", name, "selected") in [r[:3] for r in table]
 

@@ -19,8 +19,10 @@ import zlib
 import pytest
 from adapter_harness import Running, wait_until
 
-brotli = pytest.importorskip("brotli")
-pytest.importorskip("talker_stream_bilibili")
+from conftest import need_module  # noqa: E402
+
+brotli = need_module("brotli", "pip install -e plugins/bilibili")
+need_module("talker_stream_bilibili", "pip install -e plugins/bilibili")
 from talker_stream.adapters import MODERATOR, PAID, REGULAR  # noqa: E402
 from talker_stream_bilibili import BilibiliAdapter, BilibiliOptions  # noqa: E402
 from talker_stream_bilibili.web import wbi_sign  # noqa: E402

@@ -20,7 +20,9 @@ import yarl
 
 from discord_fake import (ALICE_ID, BOB_ID, BOT_ID, GUILD_ID, OWNER_ID, TEXT_ID, FakeDiscord, message_payload)
 
-pytest.importorskip("talker_stream_discord")
+from conftest import need_module  # noqa: E402
+
+need_module("talker_stream_discord", "pip install -e plugins/discord")
 from talker_stream_discord import DiscordAdapter, Options  # noqa: E402
 from talker_stream_discord.text import split_message  # noqa: E402
 

@@ -26,7 +26,7 @@ import zlib
 from collections import Counter, defaultdict
 
 import pytest
-from conftest import make_settings, wait_for
+from conftest import make_settings, need_module, wait_for
 from test_audience import (CAP, AuditedQueue, CaptionSink, _flood_message, _rss_mb, brain,
                            piper, smollm)  # noqa: F401 - piper and smollm are fixtures shared with test_audience
 
@@ -34,9 +34,9 @@ from talker_stream.adapters import PAID
 from talker_stream.audience import Audience, create_adapters
 from talker_stream.live import LiveAvatar
 
-pytest.importorskip("brotli")
-for plugin in ("talker_stream_twitch", "talker_stream_bilibili", "talker_stream_youtube", "talker_stream_discord"):
-    pytest.importorskip(plugin)
+need_module("brotli", "pip install -e plugins/bilibili")
+for plugin in ("twitch", "bilibili", "youtube", "discord"):
+    need_module(f"talker_stream_{plugin}", f"pip install -e plugins/{plugin}")
 import discord  # noqa: E402
 import yarl  # noqa: E402
 from bilibili_fake import SHORT, FakeBilibili, batch, danmaku, frame, gift, super_chat  # noqa: E402

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PORTRAIT, make_settings
+from conftest import PORTRAIT, make_settings, requires
 
-needs_obs = pytest.mark.skipif(not (shutil.which("obs") and shutil.which("Xvfb")), reason="needs obs-studio and xvfb")
+needs_obs = requires(shutil.which("obs") and shutil.which("Xvfb"), "needs obs-studio and xvfb (apt-get install obs-studio xvfb)")
 
 FIRST = "Hello from the studio, this sentence should appear as the caption in OBS."
 SECOND = "I am back on the air after the restart, and the caption follows me."

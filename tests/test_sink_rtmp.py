@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SIX_SECONDS, make_settings
+from conftest import SIX_SECONDS, make_settings, requires
 from services import HAVE_NGINX, RtmpServer, free_port
 
-needs_nginx = pytest.mark.skipif(not HAVE_NGINX, reason="needs Debian packages nginx and libnginx-mod-rtmp")
+needs_nginx = requires(HAVE_NGINX, "needs Debian packages nginx and libnginx-mod-rtmp")
 FRAME_S = 0.04  # one frame at the default 25 fps
 
 

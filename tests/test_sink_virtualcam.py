@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PORTRAIT, SIX_SECONDS, make_settings
+from conftest import PORTRAIT, SIX_SECONDS, make_settings, need, need_module
+from services import PulseAudio
 
-pyvirtualcam = pytest.importorskip("pyvirtualcam")
+pyvirtualcam = need_module("pyvirtualcam", "pip install -e plugins/virtualcam")
 from talker_stream.errors import EngineUnavailable  # noqa: E402
 from talker_stream.live import LiveAvatar  # noqa: E402
 from talker_stream_virtualcam import Options, VirtualCamSink  # noqa: E402
@@ -180,48 +181,37 @@ def test_no_sound_server_says_how_to_run_video_only(monkeypatch, tmp_path):
     assert RecordingBackend.opened[-1]["backend"].closed, "a failed open() must release the camera"
 
 
-def test_check_accepts_a_registered_backend():
+def test_check_needs_a_device_or_a_registered_backend(monkeypatch):
+    """Both answers of check(), on any machine: the list of /dev/videoN devices is replaced
+    (a stand-in for the kernel's), and pyvirtualcam's backend table is restored after the
+    test, so backends registered by earlier tests cannot hide the negative answer."""
+    import talker_stream_virtualcam.sink as sink_module
+
+    monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", {"v4l2loopback": pyvirtualcam.camera.BACKENDS["v4l2loopback"]})
+    monkeypatch.setattr(sink_module, "v4l2loopback_devices", lambda: [])
+    why = VirtualCamSink.check()
+    assert why is not None and why.startswith("no v4l2loopback device (/dev/videoN) on this machine")
+    assert "sudo modprobe v4l2loopback" in why, why
+    monkeypatch.setattr(sink_module, "v4l2loopback_devices", lambda: [("/dev/video9", "talker")])
+    assert VirtualCamSink.check() is None, "a v4l2loopback device is enough"
+    monkeypatch.setattr(sink_module, "v4l2loopback_devices", lambda: [])
     register_backend()
-    assert VirtualCamSink.check() is None
+    assert VirtualCamSink.check() is None, "so is another registered backend (OBS's, or a test's)"
 
 
 # -- the virtual microphone, through a real PulseAudio ------------------------------------
 @pytest.fixture
 def pulse(monkeypatch):
     """A private PulseAudio daemon on a unix socket in a temp dir (as in shared/RECIPES.md)."""
-    exe = shutil.which("pulseaudio")
-    assert exe, "pulseaudio is not installed (Debian: apt-get install pulseaudio pulseaudio-utils)"
-    for tool in ("pactl", "pacat", "parec"):
-        assert shutil.which(tool), f"{tool} is not installed (Debian: apt-get install pulseaudio-utils)"
+    need(PulseAudio.missing() is None, str(PulseAudio.missing()))
     tmp = Path(tempfile.mkdtemp(prefix="talker-pulse-"))
-    sock = tmp / "pulse.sock"
-    env = {**os.environ, "HOME": str(tmp), "XDG_RUNTIME_DIR": str(tmp), "XDG_CONFIG_HOME": str(tmp)}
-    log = open(tmp / "pulse.log", "wb")
-    proc = subprocess.Popen(
-        [exe, "--daemonize=no", "--exit-idle-time=-1", "-n",
-         f"--load=module-native-protocol-unix auth-anonymous=1 socket={sock}", "--load=module-always-sink"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = f"unix:{sock}"
-    monkeypatch.setenv("PULSE_SERVER", server)
+    daemon = PulseAudio(tmp)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"pulseaudio exited with {proc.returncode}: {(tmp / 'pulse.log').read_text()[-2000:]}")
-            if sock.exists() and subprocess.run(["pactl", "info"], capture_output=True, timeout=5).returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"pulseaudio did not answer in 10 s: {(tmp / 'pulse.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield server
+        daemon.start()
+        monkeypatch.setenv("PULSE_SERVER", daemon.server)
+        yield daemon.server
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        daemon.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

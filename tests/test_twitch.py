@@ -29,7 +29,9 @@ from services import free_port
 from talker_stream.adapters import MODERATOR, PAID, REGULAR
 from twitch_fake import TOKEN, FakeTwitch, chat_line, self_signed_cert, wait_for
 
-twitch = pytest.importorskip("talker_stream_twitch")
+from conftest import need, need_module  # noqa: E402
+
+twitch = need_module("talker_stream_twitch", "pip install -e plugins/twitch")
 from talker_stream_twitch import TwitchAdapter, TwitchOptions
 from talker_stream_twitch.chat import chunks
 from talker_stream_twitch.irc import LineBuffer, format_line, parse_line, unescape_tag
@@ -499,8 +501,7 @@ class Viewer:
 
 @pytest.fixture
 def ngircd(tmp_path):
-    if not Path(NGIRCD).exists():
-        pytest.skip("ngircd is not installed (apt-get install ngircd; scripts/setup.sh test does it)")
+    need(Path(NGIRCD).exists(), "ngircd is not installed (apt-get install ngircd; scripts/setup.sh test does it)")
     server = Ngircd(tmp_path, TOKEN)
     server.start()
     yield server

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from conftest import make_settings, need_module  # noqa: E402
 
-from conftest import make_settings  # noqa: E402
+torch = need_module("torch", "pip install -e plugins/wav2lip (torch)")
 from talker_stream.clock import MediaClock  # noqa: E402
 from talker_stream.config import load_settings  # noqa: E402
 from talker_stream.errors import ConfigError, EngineUnavailable  # noqa: E402

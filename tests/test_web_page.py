@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, lip_brightness, make_settings
+from conftest import ROOT, lip_brightness, make_settings, need_module, requires
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "page-test-token-4hD9sQ"  # pragma: allowlist secret - a throwaway for this test server
@@ -30,9 +30,9 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 pytestmark = [
     pytest.mark.services,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+    requires(Path(CHROMIUM).exists(), "Debian's chromium is not installed (apt-get install chromium)"),
 ]
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e .[test] (playwright)")
+playwright_api = need_module("playwright.sync_api", "pip install -e .[test] (playwright)")
 
 
 @pytest.fixture(scope="module")

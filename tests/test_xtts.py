@@ -14,9 +14,10 @@ import stat
 import numpy as np
 import pytest
 
-pytest.importorskip("talker_stream_xtts")
-if (why := __import__("talker_stream_xtts").XttsTTS.check()) is not None:
-    pytest.skip(why, allow_module_level=True)
+from conftest import need, need_module  # noqa: E402
+
+need_module("talker_stream_xtts", "pip install -e plugins/xtts")
+need((why := __import__("talker_stream_xtts").XttsTTS.check()) is None, str(why))
 
 from talker_stream.config import load_settings  # noqa: E402
 from talker_stream.errors import ConfigError, EngineUnavailable, InputError  # noqa: E402
