@@ -13,7 +13,7 @@ APT_PACKAGES=(espeak-ng libgl1 libglib2.0-0)
 testing=false
 for arg in "$@"; do [ "$arg" = test ] && testing=true; done
 if $testing; then
-  APT_PACKAGES+=(obs-studio xvfb xauth nginx libnginx-mod-rtmp chromium pulseaudio pulseaudio-utils ffmpeg fonts-dejavu-core ngircd libopus0 openssl)
+  APT_PACKAGES+=(obs-studio xvfb xauth nginx libnginx-mod-rtmp chromium pulseaudio pulseaudio-utils ffmpeg fonts-dejavu-core ngircd libopus0 openssl libportaudio2)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

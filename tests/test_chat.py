@@ -4,8 +4,12 @@ spoken questions through the real ear (Silero VAD + Whisper tiny.en), with barge
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +17,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import PORTRAIT, make_settings
+from conftest import PORTRAIT, make_settings, need, wait_for
 from talker_stream.audio import resample
 from talker_stream.media import AudioChunk
 from talker_stream.moderation import REFUSAL
@@ -37,11 +41,12 @@ max_tokens = 40
 """
 
 
-def run_chat(tmp_path: Path, stdin: str, *extra: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def run_chat(tmp_path: Path, stdin: str, *extra: str, timeout: float = 180, env: dict | None = None
+             ) -> subprocess.CompletedProcess:
     cfg = tmp_path / "config.toml"
     cfg.write_text(CONFIG.format(portrait=PORTRAIT))
     return subprocess.run([sys.executable, "-m", "talker_stream.cli", "-c", str(cfg), "chat", *extra],
-                          input=stdin, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+                          input=stdin, capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=env)
 
 
 @pytest.mark.slow
@@ -104,21 +109,81 @@ def test_chat_listen_to_a_broken_file_fails_before_the_avatar_starts(tmp_path):
     assert proc.returncode == 2 and "missing.wav" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _portaudio_missing() -> bool:
+def portaudio() -> None:
+    """PortAudio must be there (Debian libportaudio2, installed by scripts/setup.sh test): the
+    microphone tests run on every complete test machine, never skip by its absence."""
     try:
         import sounddevice  # noqa: F401
-    except (ImportError, OSError):
-        return True
-    return False
+    except (ImportError, OSError) as exc:
+        need(False, f"sounddevice/PortAudio cannot load ({exc}); apt-get install libportaudio2")
 
 
-@pytest.mark.skipif(not _portaudio_missing(), reason="with PortAudio, --mic would listen to a real microphone")
 def test_chat_mic_without_a_microphone_says_how_to_fix(tmp_path):
-    proc = run_chat(tmp_path, "", "--mic", timeout=90)
+    """A machine with PortAudio but no microphone: no sound server answers (PULSE_SERVER names
+    a socket nobody listens on) and there is no sound card."""
+    portaudio()
+    proc = run_chat(tmp_path, "", "--mic", timeout=120,
+                    env={**os.environ, "PULSE_SERVER": f"unix:{tmp_path}/nobody.sock"})
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "microphone" in proc.stderr and "PortAudio" in proc.stderr
+    assert "error: cannot open microphone" in proc.stderr and "python -m sounddevice" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "session.mp4").exists(), "the avatar was not started"
+
+
+@pytest.mark.slow
+def test_chat_mic_answers_a_question_spoken_into_a_pulseaudio_microphone(tmp_path):
+    """`chat --mic` with the default microphone being a PulseAudio null sink's monitor (what a
+    virtual microphone is, see shared/RECIPES.md): a private PulseAudio daemon, a question
+    synthesised by Piper and played into the sink with paplay, heard through PortAudio, Silero
+    VAD and Whisper, answered by SmolLM2, spoken into the recording; Ctrl-C ends it."""
+    import signal
+
+    import soundfile as sf
+
+    from services import PulseAudio
+    from talker_stream.tts.piper import PiperTTS
+
+    portaudio()
+    need(PulseAudio.missing() is None, str(PulseAudio.missing()))
+    pcm = np.concatenate([spoken_question(PiperTTS(threads=1), "What is the capital of France?"),
+                          np.zeros(8000, np.float32)])
+    sf.write(tmp_path / "question.wav", pcm, 16000)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG.format(portrait=PORTRAIT))
+    root = Path(tempfile.mkdtemp(prefix="talker-mic-"))  # short: a unix socket path has a length limit
+    pulse = PulseAudio(root).start("module-null-sink sink_name=talker_mic")
+    out: list[str] = []
+    err: list[str] = []
+    proc = subprocess.Popen([sys.executable, "-m", "talker_stream.cli", "-c", str(cfg), "chat", "--mic"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env={**pulse.env, "PULSE_SOURCE": "talker_mic.monitor"})
+    try:
+        for stream, lines in ((proc.stdout, out), (proc.stderr, err)):
+            threading.Thread(target=lambda s=stream, ls=lines: ls.extend(x.rstrip("\n") for x in s), daemon=True).start()
+        assert wait_for(lambda: any(x.startswith("listening: speak") for x in err) or proc.poll() is not None, 240), err
+        assert proc.poll() is None, "\n".join(err[-30:])
+        time.sleep(1.0)
+        subprocess.run(["paplay", "-d", "talker_mic", str(tmp_path / "question.wav")], env=pulse.env, check=True,
+                       timeout=30)
+        answered = lambda: any(x.startswith("you: ") for x in out) and any(x.strip() and not x.startswith("you: ") for x in out)  # noqa: E731
+        assert wait_for(answered, 120), (out, err[-30:])
+        time.sleep(6)  # let the answer be spoken into the recording
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(60) == 0, "\n".join(err[-30:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        pulse.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    heard = [x for x in out if x.startswith("you: ")]
+    answers = [x for x in out if x.strip() and not x.startswith("you: ")]
+    assert len(heard) == 1 and "capital" in heard[0].lower() and "france" in heard[0].lower(), out
+    assert "paris" in answers[0].lower(), out
+    with av.open(str(tmp_path / "session.mp4")) as f:
+        voice = np.concatenate([fr.to_ndarray().reshape(fr.samples, -1)[:, 0] for fr in f.decode(audio=0)])
+    loud = np.abs(voice[: len(voice) // 4800 * 4800]).reshape(-1, 4800).max(axis=1) > 0.05
+    assert loud.sum() / 10 > 1.0, "the answer was spoken into the session"
 
 
 # -- spoken questions: a real audio stream -> Silero VAD + Whisper -> SmolLM2 -> Piper -> face ---------
