@@ -168,10 +168,17 @@ def test_bad_input_never_raises(clock):
         object(),  # not a message at all
     ]
     outcomes = [q.offer(m) for m in weird]  # type: ignore[arg-type]
-    assert all(o in {"accepted", "refused", "merged"} for o in outcomes), outcomes
-    for item in drain(q):
-        assert "\n" not in item.label and len(item.author) <= 60
-        assert len(item.text) <= 600, "moderation cut the 120 KB question"
+    # readable messages are cleaned and accepted; what has no text, or a time that is not a
+    # number, or is not a message at all, is refused
+    assert outcomes == ["accepted", "refused", "accepted", "accepted", "accepted", "refused", "refused"], outcomes
+    items = {item.author: item for item in drain(q)}
+    assert set(items) == {"big", "nan", "future", "line break nameline break nameline break"}, list(items)
+    for item in items.values():
+        assert "\n" not in item.label and "\r" not in item.label and len(item.author) <= 60
+        assert item.received == clock.now, "a NaN or future arrival time counts as now"
+    assert 0 < len(items["big"].text) <= 600, "moderation cut the 120 KB question"
+    assert items["nan"].paid == 0.0, "a NaN amount is not a payment"
+    assert q.stats()["refused"] == 3
 
 
 def test_take_waits_and_close_wakes_it(clock):

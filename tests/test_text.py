@@ -1,12 +1,12 @@
+from talker_stream.media import Sentence
 from talker_stream.text import SentenceSplitter, classify_emotion, split_sentences
 
 
 def test_sentences_come_out_as_soon_as_they_end():
     s = SentenceSplitter()
-    assert list(s.feed("Hello there. How ar")) == [s_ for s_ in list(split_sentences(["Hello there."]))]
-    out = list(s.feed("e you? Fine"))
-    assert [x.text for x in out] == ["How are you?"]
-    assert [x.text for x in s.flush()] == ["Fine"]
+    assert list(s.feed("Hello there. How ar")) == [Sentence("Hello there.", "happy")]  # a greeting reads as happy
+    assert list(s.feed("e you? Fine")) == [Sentence("How are you?", "questioning")]
+    assert list(s.flush()) == [Sentence("Fine", "neutral")]
 
 
 def test_abbreviations_do_not_end_a_sentence():
