@@ -9,6 +9,11 @@ render job does). Only ``render`` is inside the timed loop; the parameters are c
 beforehand (their cost is reported separately).
 
 Usage:  .venv/bin/python bench/animator_fps.py [--frames 200] [--repeats 5] [--sizes 256 512 1024]
+        .venv/bin/python bench/animator_fps.py --stages 512     # where a frame's time goes, per stage
+
+``--stages SIZE`` adds a table of per-stage times at that size: the animator's own steps
+(rig displacement with head pose, eyelids, mesh warp, mouth interior), timed by wrapping
+those methods, and inside the warp the sparse ``W @ d`` product and the ``cv2.remap`` calls.
 
 Goal (issue 2): >= 100 fps at 512x512 on one core.
 """
@@ -38,7 +43,7 @@ from talker_stream.face.expression import Expression  # noqa: E402
 from talker_stream.face.params import FaceParams  # noqa: E402
 from talker_stream.portrait import load_portrait  # noqa: E402
 
-from _load import OtherLoad  # noqa: E402  (bench/ is on sys.path when run as a script)
+from _load import OtherLoad, cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 cv2.setNumThreads(1)
 
@@ -125,6 +130,95 @@ def bench_size(
     }
 
 
+class StageTimer:
+    """Wall time per stage of ``MeshAnimator.render``, by wrapping the methods it calls on one
+    avatar (rig, eyelids, warper, mouth), the warper's sparse matrix and ``cv2.remap``. The
+    wrappers cost about a microsecond a call, small against the stages (tenths of ms)."""
+
+    STAGES = {"rig": ("displacement", "displacement and head pose (rig)"),
+              "eyelids": ("close", "eyelids (only blink frames do work)"),
+              "warper": ("warp", "mesh warp"),
+              "mouth": ("paint", "mouth interior")}
+
+    def __init__(self, avatar) -> None:
+        self.seconds: dict[str, float] = {}
+        self._inside: list[str] = []
+        for attr, (method, label) in self.STAGES.items():
+            part = getattr(avatar, attr)
+            setattr(part, method, self._timed(label, getattr(part, method)))
+        warper = avatar.warper
+        if hasattr(warper, "weights"):
+            warper.weights = self._TimedMatrix(warper.weights, self)
+        self._remap = cv2.remap
+
+    class _TimedMatrix:
+        def __init__(self, matrix, timer: "StageTimer") -> None:
+            self.matrix, self.timer = matrix, timer
+
+        def __matmul__(self, other):
+            t0 = time.perf_counter()
+            try:
+                return self.matrix @ other
+            finally:
+                self.timer.add("  of which sparse W @ d", time.perf_counter() - t0)
+
+        def __getattr__(self, name):
+            return getattr(self.matrix, name)
+
+    def _timed(self, label: str, fn):
+        def wrapper(*args, **kwargs):
+            self._inside.append(label)
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(label, time.perf_counter() - t0)
+                self._inside.pop()
+        return wrapper
+
+    def add(self, label: str, seconds: float) -> None:
+        self.seconds[label] = self.seconds.get(label, 0.0) + seconds
+
+    def __enter__(self) -> "StageTimer":
+        def remap(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return self._remap(*args, **kwargs)
+            finally:
+                where = "  of which cv2.remap (all calls)" if "mesh warp" in self._inside else "cv2.remap elsewhere"
+                self.add(where, time.perf_counter() - t0)
+        cv2.remap = remap
+        return self
+
+    def __exit__(self, *exc) -> None:
+        cv2.remap = self._remap
+
+
+def bench_stages(animator: MeshAnimator, base: np.ndarray, size: int, seq: list[FaceParams], repeats: int,
+                 warmup: int) -> list[tuple[str, float]]:
+    """(stage, ms per frame) at *size*, the median over *repeats* of the sequence, plus the whole frame."""
+    rgb = np.asarray(Image.fromarray(base).resize((size, size), Image.LANCZOS))
+    avatar = animator.prepare(rgb, source=f"portrait@{size}")
+    frame = rgb.copy()
+    for k in range(warmup):
+        animator.render(avatar, seq[k % len(seq)], out=frame)
+    timer = StageTimer(avatar)
+    per_repeat: list[dict[str, float]] = []
+    with timer:
+        for _ in range(repeats):
+            timer.seconds = {}
+            t0 = time.perf_counter()
+            for p in seq:
+                animator.render(avatar, p, out=frame)
+            timer.add("whole frame (render)", time.perf_counter() - t0)
+            per_repeat.append({k: v / len(seq) * 1e3 for k, v in timer.seconds.items()})
+    labels = ["whole frame (render)"] + [label for _, label in StageTimer.STAGES.values()]
+    labels[labels.index("mesh warp") + 1:labels.index("mesh warp") + 1] = ["  of which sparse W @ d",
+                                                                           "  of which cv2.remap (all calls)"]
+    labels += sorted({k for r in per_repeat for k in r} - set(labels))
+    return [(label, statistics.median(r.get(label, 0.0) for r in per_repeat)) for label in labels]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
@@ -132,6 +226,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
+    ap.add_argument("--stages", type=int, metavar="SIZE", help="also time each stage of a frame at this size")
     args = ap.parse_args()
 
     pinned = None
@@ -152,11 +247,13 @@ def main() -> int:
 
     other = OtherLoad().start()
     rows = [bench_size(animator, base, s, seq, args.repeats, args.warmup) for s in args.sizes]
+    stages = bench_stages(animator, base, args.stages, seq, args.repeats, args.warmup) if args.stages else None
     animator.close()
     other_load = other.stop()
 
     print(f"# mesh animator, one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1, cv2.setNumThreads(1)"
           f"{f', pinned to CPU {pinned}' if pinned is not None else ''})")
+    print(cpu_model())
     print(f"python {platform.python_version()}, numpy {np.__version__}, opencv {cv2.__version__}, "
           f"cv2.getNumThreads()={cv2.getNumThreads()}")
     print(f"portrait: {PORTRAIT.relative_to(ROOT)} {base.shape[1]}x{base.shape[0]}, resized square with LANCZOS")
@@ -182,6 +279,16 @@ def main() -> int:
         print()
         print(f"goal: {goal['median']:.0f} fps at {GOAL_SIZE}x{GOAL_SIZE} on one thread {verdict} "
               f">= {GOAL_FPS:g} fps ({goal['median'] / GOAL_FPS:.2f}x)")
+    if stages:
+        whole = stages[0][1]
+        print()
+        print(f"## where a {args.stages}x{args.stages} frame's time goes (median of {args.repeats} repeats, "
+              f"wrapped methods; {cpu_model()})")
+        print()
+        print("| stage | ms/frame | share of the frame |")
+        print("|---|---|---|")
+        for label, ms in stages:
+            print(f"| {label} | {ms:.3f} | {ms / whole * 100:.0f} % |")
     return 0
 
 

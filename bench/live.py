@@ -1,15 +1,21 @@
 """Live core benchmarks (issue 3): sustained fps and CPU with 1, 2 and 4 sinks, latency
-from say() to the first moving-lip frame at a sink, and audio/video offset after a long run.
+from say() to the first moving-lip frame at a sink, audio/video offset after a long run,
+and the CPU an idle (silent) avatar uses.
 
-Everything is real: Piper voice, mesh animator, the live frame loop and real sinks
-(preview JPEGs, an mp4 recording, an RTMP push to a local nginx started here, and the
-virtual camera through pyvirtualcam's real Camera class on a backend that discards
-frames, since no v4l2loopback module can be loaded on this machine).
+Everything is real and built the way `talker-stream live` builds it: settings from
+``load_settings`` (the defaults of config.toml), the voice from ``open_tts(settings,
+live=True)`` (Piper on one thread, in its supervised worker process when ``[tts] isolate``
+is on, as in the product), the face from the configured face engine, the sinks from
+``create_sinks`` (preview JPEGs, an mp4 recording, an RTMP push to a local nginx started
+here, and the virtual camera through pyvirtualcam's real Camera class on a backend that
+discards frames, since no v4l2loopback module can be loaded on this machine). CPU figures
+count this process and its descendants (the voice worker), not nginx.
 
 Usage:
   .venv/bin/python bench/live.py sinks   [--seconds 30]
   .venv/bin/python bench/live.py latency [--count 10]
   .venv/bin/python bench/live.py drift   [--minutes 10]
+  .venv/bin/python bench/live.py idle    [--seconds 10]
 """
 from __future__ import annotations
 
@@ -28,11 +34,10 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import numpy as np  # noqa: E402
 
 from talker_stream.config import load_settings  # noqa: E402
-from talker_stream.face.animator import MeshAnimator  # noqa: E402
 from talker_stream.live import LiveAvatar  # noqa: E402
-from talker_stream.tts.piper import PiperTTS  # noqa: E402
+from talker_stream.sinks import create_sinks  # noqa: E402
 
-from _load import OtherLoad  # noqa: E402
+from _load import OtherLoad, cpu_model, tree_cpu_seconds  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from services import RtmpServer  # noqa: E402  (the same nginx-rtmp the tests start)
@@ -90,9 +95,23 @@ def discard_camera_backend() -> str:
 
 
 def settings(sinks: list[str], folder: Path, **extra):
+    """The product's settings (config.toml's defaults) with the sample portrait and *sinks*."""
     over = {"avatar.portrait": str(ROOT / "examples/portrait.png"), "live.sinks": sinks,
             "sinks.record.path": str(folder / "session.mp4"), **extra}
     return load_settings(None, over)
+
+
+def open_live(s, extra_sinks=()) -> LiveAvatar:
+    """As `talker-stream live` opens it: sinks from create_sinks, and LiveAvatar's own
+    open_tts(settings, live=True) and face engine (both closed again by stop())."""
+    return LiveAvatar(s, create_sinks(s) + list(extra_sinks))
+
+
+def header(what: str, s) -> None:
+    tts = s.tts
+    print(f"# live {what}: {cpu_model()}")
+    print(f"voice {tts.engine} via open_tts(live=True) (one thread; worker process: {tts.isolate}), "
+          f"face {s.face.engine}, {s.video.fps:g} fps, {s.video.sample_rate} Hz")
 
 
 def keep_talking(live: LiveAvatar, stop: threading.Event) -> None:
@@ -103,11 +122,9 @@ def keep_talking(live: LiveAvatar, stop: threading.Event) -> None:
 
 
 def bench_sinks(seconds: float) -> None:
-    from talker_stream.sinks import create_sinks
-
     configs = [["preview"], ["preview", "record"], ["preview", "record", "rtmp", "virtualcam"]]
-    tts, engine = PiperTTS(), MeshAnimator()
-    print("| sinks | frame loop fps | slowest sink fps | dropped pictures | CPU (% of one core) | other load |")
+    header("sinks", settings(["preview"], ROOT))
+    print("| sinks | frame loop fps | slowest sink fps | dropped pictures | CPU (% of one core, with the voice worker) | other load |")
     print("|---|---|---|---|---|---|")
     for names in configs:
         folder = Path(tempfile.mkdtemp(prefix="bench-live-"))
@@ -120,20 +137,21 @@ def bench_sinks(seconds: float) -> None:
         if "virtualcam" in names:
             extra["sinks.virtualcam.backend"] = discard_camera_backend()
             extra["sinks.virtualcam.audio_sink"] = ""
+        exclude = {nginx.proc.pid} if nginx and nginx.proc else set()
         try:
             s = settings(names, folder, **extra)
-            live = LiveAvatar(s, create_sinks(s), tts=tts, engine=engine).start()
+            live = open_live(s).start()
             stop = threading.Event()
             talker = threading.Thread(target=keep_talking, args=(live, stop), daemon=True)
             talker.start()
             time.sleep(3)  # settle
-            load = OtherLoad().start()
-            t0, c0 = time.perf_counter(), time.process_time()
+            load = OtherLoad(exclude).start()
+            t0, c0 = time.perf_counter(), tree_cpu_seconds(exclude)
             f0, d0 = live.frames, live.dropped
             w0 = {r.name: r.written for r in live.runners}
             time.sleep(seconds)
             wall = time.perf_counter() - t0
-            cpu = (time.process_time() - c0) / wall * 100
+            cpu = (tree_cpu_seconds(exclude) - c0) / wall * 100
             fps = (live.frames - f0) / wall
             sink_fps = min((r.written - w0[r.name]) / wall for r in live.runners)
             dropped = live.dropped - d0 + sum(r.dropped for r in live.runners)
@@ -148,13 +166,12 @@ def bench_sinks(seconds: float) -> None:
 
 
 def bench_latency(count: int) -> None:
-    tts, engine = PiperTTS(), MeshAnimator()
     folder = Path(tempfile.mkdtemp(prefix="bench-lat-"))
     sink = TimedSink()
     s = settings(["preview"], folder)
-    from talker_stream.sinks import create_sinks
-
-    live = LiveAvatar(s, create_sinks(s) + [sink], tts=tts, engine=engine).start()
+    header("latency", s)
+    load = OtherLoad().start()
+    live = open_live(s, [sink]).start()
     questions = [
         "Sure, here is the answer.", "Good question, let me think.", "Hello there, welcome in!",
         "Yes, that works on a plain CPU.", "No, nothing is downloaded at run time.",
@@ -175,21 +192,21 @@ def bench_latency(count: int) -> None:
     live.stop()
     shutil.rmtree(folder, ignore_errors=True)
     lat = [(sink.onsets[u] - t) * 1000 for u, t in said.items() if u in sink.onsets]
-    print(f"say() -> first frame with moving lips at a sink, {len(lat)} utterances (Piper, 25 fps)")
-    print(f"median {statistics.median(lat):.0f} ms, min {min(lat):.0f} ms, max {max(lat):.0f} ms")
+    print(f"say() -> first frame with moving lips at a sink, {len(lat)} utterances; {load.stop()}")
+    print(f"median {statistics.median(lat):.0f} ms, min {min(lat):.0f} ms, max {max(lat):.0f} ms; "
+          f"each: {', '.join(f'{x:.0f}' for x in lat)}")
 
 
 def bench_drift(minutes: float) -> None:
     from talker_stream.lipsync import best_lag, track_face
     from talker_stream.audio import frame_loudness, read_audio
     from talker_stream.clock import MediaClock
-    from talker_stream.sinks import create_sinks
     import av
 
-    tts, engine = PiperTTS(), MeshAnimator()
     folder = Path(tempfile.mkdtemp(prefix="bench-drift-"))
     s = settings(["record"], folder)
-    live = LiveAvatar(s, create_sinks(s), tts=tts, engine=engine).start()
+    header("drift", s)
+    live = open_live(s).start()
     stop = threading.Event()
     threading.Thread(target=keep_talking, args=(live, stop), daemon=True).start()
     time.sleep(minutes * 60)
@@ -222,15 +239,37 @@ def bench_drift(minutes: float) -> None:
     print(f"lip-sync over the last 60 s: lag {lag} frames, correlation {corr:.2f}")
 
 
+def bench_idle(seconds: float) -> None:
+    """A silent avatar (blinking, breathing, glancing) with the preview sink: its CPU."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-idle-"))
+    s = settings(["preview"], folder)
+    header("idle", s)
+    live = open_live(s).start()
+    try:
+        time.sleep(3)  # settle
+        load = OtherLoad().start()
+        t0, c0, f0 = time.perf_counter(), tree_cpu_seconds(), live.frames
+        time.sleep(seconds)
+        wall = time.perf_counter() - t0
+        cpu = (tree_cpu_seconds() - c0) / wall * 100
+        fps = (live.frames - f0) / wall
+        other = load.stop()
+    finally:
+        live.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"idle avatar, preview sink, {seconds:g} s: {cpu:.0f} % of one core (this process and the voice "
+          f"worker), frame loop {fps:.2f} fps; {other}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["sinks", "latency", "drift"])
-    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("what", choices=["sinks", "latency", "drift", "idle"])
+    ap.add_argument("--seconds", type=float, default=None, help="sinks: 30 per configuration; idle: 10")
     ap.add_argument("--count", type=int, default=10)
     ap.add_argument("--minutes", type=float, default=10)
     a = ap.parse_args()
-    {"sinks": lambda: bench_sinks(a.seconds), "latency": lambda: bench_latency(a.count),
-     "drift": lambda: bench_drift(a.minutes)}[a.what]()
+    {"sinks": lambda: bench_sinks(a.seconds or 30), "latency": lambda: bench_latency(a.count),
+     "drift": lambda: bench_drift(a.minutes), "idle": lambda: bench_idle(a.seconds or 10)}[a.what]()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,13 @@ Threads are left at their defaults (the render job uses the whole machine). Outp
 a temporary folder that is deleted at the end.
 
 Usage:  .venv/bin/python bench/render_rtf.py [--runs 3] [--engines piper espeak] [--sync-engine piper]
+        .venv/bin/python bench/render_rtf.py --profile espeak      # where the render loop's time goes
+
+``--profile ENGINE`` renders the paragraph once more with that voice under cProfile (after
+the timed runs, outside them) and prints cumulative seconds per stage: the render loop,
+the writer (H.264 and AAC encoding), the face (warp, mouth, rig), the voice's synthesis,
+and the set-up before the loop. cProfile slows Python-heavy code, so these are shares,
+not speeds.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ from talker_stream.lipsync import measure_file  # noqa: E402
 from talker_stream.render import render  # noqa: E402
 from talker_stream.writer import probe  # noqa: E402
 
-from _load import OtherLoad  # noqa: E402  (bench/ is on sys.path when run as a script)
+from _load import OtherLoad, cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTRAIT = ROOT / "examples" / "portrait.png"
@@ -68,11 +75,53 @@ def one_render(engine: str, out: Path) -> dict:
     }
 
 
+# (label, file name or "~" for built-ins, function name or a piece of a built-in's name)
+PROFILE_STAGES = [
+    ("whole render() call", "render.py", "render"),
+    ("set-up: face prepare (MediaPipe load + mesh)", "animator.py", "prepare"),
+    ("set-up: Piper voice load", "piper.py", "__init__"),
+    ("render loop (`_encode`)", "render.py", "_encode"),
+    ("  writer", "writer.py", "write"),
+    ("    H.264 encode", "~", "'encode' of 'av.video.stream.VideoStream'"),
+    ("    AAC encode", "~", "'encode' of 'av.audio.stream.AudioStream'"),
+    ("    frame conversion (from_ndarray)", "~", "from_ndarray"),
+    ("  writer finish (flush encoders)", "writer.py", "finish"),
+    ("  face (MeshAnimator.render)", "animator.py", "render"),
+    ("    mesh warp", "warp.py", "warp"),
+    ("    mouth interior", "mouth.py", "paint"),
+    ("    rig displacement", "rig.py", "displacement"),
+    ("  voice synthesis (Piper)", "piper.py", "stream"),
+    ("  voice synthesis (espeak-ng)", "espeak.py", "stream"),
+]
+
+
+def profile_render(engine: str, out: Path) -> list[tuple[str, float, int]]:
+    """(stage, cumulative seconds, calls) for one render with *engine* under cProfile."""
+    import cProfile
+    import pstats
+
+    settings = load_settings(None, {"avatar.portrait": str(PORTRAIT), "tts.engine": engine, "tts.fallback": ""})
+    prof = cProfile.Profile()
+    prof.enable()
+    result = render(settings, out, text=[PARAGRAPH])
+    prof.disable()
+    stats = pstats.Stats(prof).stats
+    rows = []
+    for label, file, func in PROFILE_STAGES:
+        hits = [(ct, nc) for (f, _line, name), (_cc, nc, _tt, ct, _callers) in stats.items()
+                if (f == "~" and file == "~" and func in name) or (file != "~" and f.endswith("/" + file) and name == func)]
+        if hits:
+            rows.append((label, sum(ct for ct, _ in hits), sum(nc for _, nc in hits)))
+    rows.append((f"({result.frames} frames, {result.seconds:.2f} s of media)", 0.0, 0))
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--engines", nargs="+", default=["piper", "espeak"])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--sync-engine", default="piper", help="engine whose first output is measured for lip-sync")
+    ap.add_argument("--profile", metavar="ENGINE", help="then profile one render with this voice, per stage")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -93,11 +142,13 @@ def main() -> int:
             rep = measure_file(target["path"])
             sync = (target, rep, time.perf_counter() - t0)
         other_load = other.stop()
+        profile = profile_render(args.profile, Path(tmp) / "profiled.mp4") if args.profile else None
     # the temporary folder and every mp4 in it are gone here
 
     print(f"# render job, {len(PARAGRAPH.split())} words / {len(PARAGRAPH)} characters of text, "
           f"portrait {PORTRAIT.relative_to(ROOT)}, face engine mesh, 25 fps, crf 20 veryfast, "
           f"median of {args.runs} runs per engine (threads: defaults, {os.cpu_count()} CPUs)")
+    print(cpu_model())
     print(f"renders and lip-sync check: {other_load}")
     print()
     print("| tts engine | frames | media s | wall s (render loop) | real-time factor (wall/media) | "
@@ -126,6 +177,16 @@ def main() -> int:
         print("|---|---|---|---|---|")
         missing = int(sum(1 for m in rep.mouth if m != m))
         print(f"| {target['engine']} | {rep.lag_frames} | {rep.correlation:.3f} | {rep.blinks} | {missing} |")
+    if profile:
+        loop = next((sec for label, sec, _ in profile if label.startswith("render loop")), 0.0) or 1.0
+        print()
+        print(f"where the time goes: one {args.profile} render under cProfile ({cpu_model()}):")
+        print()
+        print("| stage | seconds (cumulative, profiled) | calls | share of the render loop |")
+        print("|---|---|---|---|")
+        for label, sec, calls in profile:
+            share = f"{sec / loop * 100:.0f} %" if sec and not label.startswith(("whole", "set-up")) else ""
+            print(f"| {label} | {sec:.2f} | {calls or ''} | {share} |")
     return 0
 
 
