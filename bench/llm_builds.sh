@@ -14,3 +14,19 @@ CMAKE_ARGS="-DGGML_NATIVE=ON" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
   "llama-cpp-python==$version"
 .venv/bin/python bench/llm_speed.py --label "portable (AVX2/FMA/F16C)"
 PYTHONPATH="$native" .venv/bin/python bench/llm_speed.py --label "native (-march=native)"
+# The same two builds on another CPU: QEMU's user-mode Intel Haswell (AVX2, no AVX-512/AMX).
+if command -v qemu-x86_64 >/dev/null; then
+  probe='from llama_cpp import Llama; from talker_stream.llm.llamacpp import bundled_model
+llm = Llama(model_path=str(bundled_model()), n_ctx=512, n_threads=2, verbose=False)
+print(repr(llm.create_chat_completion(messages=[{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0)["choices"][0]["message"]["content"]))'
+  for build in portable native; do
+    path=""; [ "$build" = native ] && path="$native"
+    set +e
+    out=$(PYTHONPATH="$path" timeout 600 qemu-x86_64 -cpu Haswell .venv/bin/python -c "$probe" 2>/dev/null)
+    code=$?
+    set -e
+    if [ $code -eq 0 ]; then echo "emulated Haswell, $build build: answered $out"
+    elif [ $code -gt 128 ]; then echo "emulated Haswell, $build build: killed by $(kill -l $((code - 128)))"
+    else echo "emulated Haswell, $build build: exit code $code"; fi
+  done
+fi

@@ -14,6 +14,8 @@ testing=false
 for arg in "$@"; do [ "$arg" = test ] && testing=true; done
 if $testing; then
   APT_PACKAGES+=(obs-studio xvfb xauth nginx libnginx-mod-rtmp chromium pulseaudio pulseaudio-utils ffmpeg fonts-dejavu-core ngircd libopus0 openssl libportaudio2)
+  # qemu-user runs the installed llama.cpp on an emulated AVX2-only CPU (Haswell): the portability test
+  APT_PACKAGES+=(qemu-user binutils)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,4 +1,4 @@
-"""talker-stream: render | live | chat | doctor."""
+"""talker-stream: render | live | chat | serve | doctor | models."""
 from __future__ import annotations
 
 import argparse
@@ -202,6 +202,20 @@ def cmd_chat(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .preflight import before_start
+    from .server.webapp import serve
+
+    settings = _settings(args)
+    if args.host:
+        settings.serve.host = args.host
+    if args.port is not None:
+        settings.serve.port = args.port
+    before_start(settings, llm="essential", asr=True)  # a crashing engine: one line, no start
+    serve(settings)
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .doctor import report
 
@@ -247,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     heard.add_argument("--listen", metavar="AUDIO", help="spoken questions from an audio file, heard in real time; "
                        "ends once the last answer has been spoken")
     ch.set_defaults(func=cmd_chat)
+
+    sv = sub.add_parser("serve", help="a web page where each visitor talks to an avatar of their own (WebRTC)")
+    sv.add_argument("-p", "--portrait", help="portrait photo (overrides avatar.portrait)")
+    sv.add_argument("--host", help="address to bind (overrides serve.host; not loopback: needs $TALKER_INVITE)")
+    sv.add_argument("--port", type=int, help="port (overrides serve.port; 0 = any free one)")
+    sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("doctor", help="which engines, sinks and models work on this machine, and how to fix the rest")
     d.set_defaults(func=cmd_doctor)

@@ -183,6 +183,19 @@ class ServerSettings:
 
 
 @dataclass
+class ServeSettings:
+    host: str = "127.0.0.1"  # loopback: no invite needed; any other address needs $token_env
+    port: int = opt(8766, 0, 65535)
+    max_sessions: int = opt(4, 1, 1000)
+    per_address: int = opt(2, 1, 1000)  # sessions one visitor address may hold at once
+    idle_timeout: float = opt(300.0, 5, 86400)  # seconds without a question or a voice before a session ends
+    token_env: str = "TALKER_INVITE"  # environment variable with the invite token
+    ice_servers: list = opt([])  # e.g. ["stun:stun.example.org:3478", "turn:turn.example.org:3478"]
+    turn_username_env: str = "TALKER_TURN_USERNAME"
+    turn_password_env: str = "TALKER_TURN_PASSWORD"
+
+
+@dataclass
 class Settings:
     avatar: AvatarSettings = field(default_factory=AvatarSettings)
     video: VideoSettings = field(default_factory=VideoSettings)
@@ -194,6 +207,7 @@ class Settings:
     llm: LLMSettings = field(default_factory=LLMSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     chat: ChatSettings = field(default_factory=ChatSettings)
     sinks: dict = field(default_factory=dict)  # [sinks.NAME] tables, checked against each plugin's Options
     adapters: dict = field(default_factory=dict)  # [adapters.NAME] tables, likewise

@@ -79,8 +79,11 @@ def count_blinks(eyes: np.ndarray, depth: float = 0.6) -> int:
     return int(np.sum(closed[1:] & ~closed[:-1]) + closed[0])
 
 
-def decode_frames(path: str | Path):
+def decode_frames(path: str | Path, fps: float | None = None):
     """Pictures on the stream's frame grid, as a viewer sees them.
+
+    *fps*: the grid to put them on, from the file's time zero (a browser's recording has
+    variable frame timing and a millisecond time base, so it names no useful rate).
 
     A live recording has gaps where the frame loop dropped a picture (its pts jump); the
     viewer keeps seeing the previous picture, so it is repeated here, keeping frame *k*
@@ -91,20 +94,24 @@ def decode_frames(path: str | Path):
 
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
-        fps = float(stream.guessed_rate or stream.average_rate)
+        grid = fps is not None
+        fps = fps or float(stream.guessed_rate or stream.average_rate)
         frames, t0 = [], None
         for f in c.decode(stream):
             if f.time is not None:
-                t0 = f.time if t0 is None else t0
+                t0 = (0.0 if grid else f.time) if t0 is None else t0
+                if not frames and grid:  # the first picture stands in for the time before it
+                    frames += [f.to_ndarray(format="rgb24")] * round(f.time * fps)
                 while frames and len(frames) < round((f.time - t0) * fps):
                     frames.append(frames[-1])
             frames.append(f.to_ndarray(format="rgb24"))
     return frames, fps
 
 
-def measure_file(path: str | Path, sample_rate: int = 48000) -> SyncReport:
-    """Lip-sync and blink measures of a rendered mp4 (both streams decoded from the file)."""
-    frames, fps = decode_frames(path)
+def measure_file(path: str | Path, sample_rate: int = 48000, fps: float | None = None) -> SyncReport:
+    """Lip-sync and blink measures of a rendered mp4 (both streams decoded from the file);
+    *fps* puts a variable-rate recording (a browser's WebM) on that frame grid."""
+    frames, fps = decode_frames(path, fps)
     pcm = np.concatenate([c.pcm for c in read_audio(path, sample_rate)])
     clock = MediaClock(sample_rate, fps)
     starts = np.array([clock.frame_start(k) for k in range(len(frames) + 1)])

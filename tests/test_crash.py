@@ -313,3 +313,30 @@ def piper_question():
     chunks = list(PiperTTS().stream("What is the capital of France?"))
     pcm = np.concatenate([c.pcm for c in chunks])
     return resample(AudioChunk(pcm, chunks[0].sample_rate), 16000).pcm
+
+
+HASWELL_PROBE = """
+import time
+from llama_cpp import Llama
+from talker_stream.llm.llamacpp import bundled_model
+llm = Llama(model_path=str(bundled_model()), n_ctx=512, n_threads=2, verbose=False)
+out = llm.create_chat_completion(messages=[{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0)
+print("ANSWER", repr(out["choices"][0]["message"]["content"]))
+"""
+
+
+@pytest.mark.slow  # about 30 s: the whole Python process runs under CPU emulation
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 instruction sets")
+def test_the_installed_llama_cpp_answers_on_an_emulated_avx2_only_cpu(tmp_path):
+    """A CPU of another kind, for real: QEMU's user-mode emulation of an Intel Haswell
+    (AVX2, FMA, F16C; no AVX-512, no AMX) runs the installed llama.cpp on the bundled model.
+    A -march=native build from this machine dies there with SIGILL (bench/llm_builds.sh)."""
+    qemu = shutil.which("qemu-x86_64")
+    assert qemu, "qemu-user (scripts/setup.sh test installs it) emulates the other CPU"
+    script = tmp_path / "probe.py"
+    script.write_text(HASWELL_PROBE)
+    out = subprocess.run([qemu, "-cpu", "Haswell", sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=400, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-2000:]}"
+    answer = re.search(r"ANSWER '(.*)'", out.stdout)
+    assert answer and answer.group(1).strip(), out.stdout

@@ -1,0 +1,266 @@
+"""Browser sessions: each visitor gets an avatar of their own, the heavy engines are shared.
+
+A session is one LiveAvatar (its own media clock, utterance queue and face state), one
+Conversation (its own memory), optionally one Listener for the visitor's microphone (its
+own VAD and turn state), and one RTCPeerConnection carrying the avatar's picture and voice
+out and the microphone in. The LLM, Whisper and the voice are opened once, in their worker
+processes, and serve every session in turn, so a session costs its face state, encoders
+and buffers, not another copy of a model.
+
+Sessions end when the page closes (DELETE, or the beacon a closing page sends), when ICE
+fails, after ``idle_timeout`` without a question, or by the operator; everything a session
+took (threads, the peer connection, the avatar's sinks) is released then.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import TalkerError
+
+log = logging.getLogger(__name__)
+
+EVENTS_KEPT = 200  # caption events waiting for a slow page; older ones are dropped
+
+
+class Busy(TalkerError):
+    """No room for another session (the cap, or this address's share of it)."""
+
+
+@dataclass
+class SharedEngines:
+    """One LLM, one ear and one voice for every session (each serialises its own calls)."""
+
+    settings: object
+    llm: object
+    tts: object
+    asr: object | None = None
+    prepare_lock: threading.Lock = field(default_factory=threading.Lock)  # MediaPipe is not thread-safe
+
+    @classmethod
+    def open(cls, settings, listen: bool = True) -> "SharedEngines":
+        from ..asr import open_asr
+        from ..llm import open_llm
+        from ..tts import open_tts
+
+        llm = open_llm(settings)
+        tts = open_tts(settings, live=True)
+        asr = open_asr(settings, threads=1) if listen else None
+        return cls(settings, llm, tts, asr)
+
+    def close(self) -> None:
+        for engine in (self.llm, self.tts, self.asr):
+            getattr(engine, "close", lambda: None)()
+
+
+class Session:
+    """One visitor's avatar, memory, ear and peer connection."""
+
+    def __init__(self, engines: SharedEngines, loop: asyncio.AbstractEventLoop, address: str) -> None:
+        from ..conversation import open_conversation
+        from ..live import LiveAvatar
+        from ..render import face_engine
+        from ..sinks.webrtc import WebRTCSink
+
+        self.id = secrets.token_urlsafe(12)
+        self.address = address
+        self.loop = loop
+        self.engines = engines
+        self.created = self.last_active = time.monotonic()
+        self.sink = WebRTCSink(loop)
+        self.sink.on_frame = self._on_frame
+        settings = engines.settings
+        with engines.prepare_lock:
+            self.avatar = LiveAvatar(settings, [self.sink], tts=engines.tts, engine=face_engine(settings))
+        self.conversation = open_conversation(settings, llm=engines.llm)
+        self.events: queue.Queue[dict] = queue.Queue(maxsize=EVENTS_KEPT)
+        self.pc = None
+        self.closed = threading.Event()
+        self._caption = ""
+        self._mic: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=400)  # ~10 s of 20 ms frames
+        self._listener = None
+        self.asked = 0
+        self.watchers = 0  # pages listening to this session's events (0 after one was: it went away)
+
+    # -- media -----------------------------------------------------------------------------
+    def _on_frame(self, frame) -> None:
+        caption = frame.caption if frame.speaking else ""
+        if caption != self._caption:
+            self._caption = caption
+            self.emit({"said": caption, "question": frame.question})
+
+    def emit(self, event: dict) -> None:
+        try:
+            self.events.put_nowait(event)
+        except queue.Full:
+            try:
+                self.events.get_nowait()
+                self.events.put_nowait(event)
+            except (queue.Empty, queue.Full):
+                pass
+
+    def start(self) -> None:
+        self.avatar.start()
+
+    def hear(self, track) -> None:
+        """The visitor's microphone: its frames feed this session's own Listener (VAD,
+        Whisper shared, drafts, barge-in) on a thread of its own."""
+        from ..asr import Listener
+        from ..chat import chat_from_mic
+
+        if self.engines.asr is None or self._listener is not None:
+            return
+        self._listener = Listener.from_settings(self.engines.settings, asr=self.engines.asr)
+        out = _Captions(self)
+        threading.Thread(target=chat_from_mic, args=(self.avatar, self.conversation, self._listener,
+                                                     self._mic_source(), out), name=f"mic-{self.id[:6]}",
+                         daemon=True).start()
+        self.loop.create_task(self._read_mic(track))
+
+    async def _read_mic(self, track) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        try:
+            while not self.closed.is_set():
+                frame = await track.recv()
+                pcm = frame.to_ndarray()
+                channels = len(frame.layout.channels)
+                pcm = pcm.reshape(-1, channels).mean(axis=1) if frame.format.is_packed else pcm.mean(axis=0)
+                scale = 32768.0 if pcm.dtype != np.float32 else 1.0
+                self._put_mic((pcm.astype(np.float32) / scale, frame.sample_rate))
+        except MediaStreamError:
+            pass
+        finally:
+            self._put_mic(None)
+
+    def _put_mic(self, item) -> None:
+        try:
+            self._mic.put_nowait(item)
+        except queue.Full:  # the ear is 10 s behind: drop the oldest sound, never block the loop
+            try:
+                self._mic.get_nowait()
+                self._mic.put_nowait(item)
+            except (queue.Empty, queue.Full):
+                pass
+
+    def _mic_source(self) -> Iterator:
+        from ..media import AudioChunk
+
+        while True:
+            item = self._mic.get()
+            if item is None or self.closed.is_set():
+                return
+            self.last_active = time.monotonic()
+            yield AudioChunk(item[0], item[1])
+
+    # -- turns -----------------------------------------------------------------------------
+    def ask(self, text: str) -> None:
+        from ..chat import ask
+
+        self.last_active = time.monotonic()
+        self.asked += 1
+        self.emit({"heard": text})
+        ask(self.avatar, self.conversation, text, _Captions(self).console, wait=False)
+
+    def interrupt(self) -> None:
+        self.avatar.interrupt()
+
+    # -- end -------------------------------------------------------------------------------
+    def close_media(self) -> None:
+        """Stop the avatar and the ear (a thread: joins threads)."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self._put_mic(None)
+        if self._listener is not None:
+            self._listener.stop()
+        self.avatar.stop()
+        self.emit({"end": True})
+
+
+class _Captions:
+    """What chat.py writes to a terminal, turned into caption events for the page."""
+
+    def __init__(self, session: Session) -> None:
+        from ..chat import Console
+
+        self.session = session
+        self.console = Console(self)
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.startswith("you: "):
+                self.session.emit({"heard": line[5:]})
+
+    def flush(self) -> None:
+        pass
+
+
+class Sessions:
+    """The live sessions, capped in total and per address."""
+
+    def __init__(self, engines: SharedEngines, max_sessions: int, per_address: int, idle_timeout: float) -> None:
+        self.engines = engines
+        self.max_sessions = max_sessions
+        self.per_address = per_address
+        self.idle_timeout = idle_timeout
+        self._sessions: dict[str, Session] = {}
+        self._reserved: dict[str, int] = {}  # address -> sessions being set up
+        self._lock = threading.Lock()
+        self.ended = 0
+
+    def reserve(self, address: str) -> None:
+        with self._lock:
+            total = len(self._sessions) + sum(self._reserved.values())
+            mine = sum(s.address == address for s in self._sessions.values()) + self._reserved.get(address, 0)
+            if total >= self.max_sessions:
+                raise Busy(f"all {self.max_sessions} sessions are taken; try again in a minute")
+            if mine >= self.per_address:
+                raise Busy(f"this address already has {mine} sessions; close one first")
+            self._reserved[address] = self._reserved.get(address, 0) + 1
+
+    def release(self, address: str) -> None:
+        with self._lock:
+            self._reserved[address] -= 1
+            if not self._reserved[address]:
+                del self._reserved[address]
+
+    def add(self, session: Session) -> None:
+        with self._lock:
+            self._sessions[session.id] = session
+
+    def get(self, sid: str) -> Session | None:
+        with self._lock:
+            return self._sessions.get(sid)
+
+    def pop(self, sid: str) -> Session | None:
+        with self._lock:
+            s = self._sessions.pop(sid, None)
+        if s is not None:
+            self.ended += 1
+        return s
+
+    def all(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def idle(self) -> list[Session]:
+        now = time.monotonic()
+        return [s for s in self.all() if now - s.last_active > self.idle_timeout]
+
+    def stats(self) -> dict:
+        return {"sessions": len(self.all()), "max_sessions": self.max_sessions, "ended": self.ended,
+                "each": [{"id": s.id[:6], "asked": s.asked, **s.sink.stats()} for s in self.all()]}
+
+
+def sse(event: dict) -> bytes:
+    return f"data: {json.dumps(event)}\n\n".encode()

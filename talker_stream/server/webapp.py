@@ -1,0 +1,308 @@
+"""`talker-stream serve`: a small web app where each visitor talks to an avatar of their own.
+
+Signalling is WHEP: POST an SDP offer to ``/whep``, get ``201 Created`` with the answer and
+a session URL in ``Location``; DELETE that URL to end. An offer that also *sends* audio (the
+visitor's microphone) makes a two-way session; one that only receives is a viewer, so any
+WHEP player can pull the avatar. Next to the media, the page uses ``POST {session}/ask`` for
+typed questions and ``GET {session}/events`` (server-sent events) for captions.
+
+Loopback-only by default. Bound to another address, creating a session needs the invite
+token (``[serve] token_env``), and STUN/TURN servers come from ``[serve] ice_servers``
+with TURN credentials from the environment.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from importlib.resources import files
+
+from .sessions import Busy, Session, Sessions, SharedEngines, sse
+
+log = logging.getLogger(__name__)
+
+MAX_SDP = 64 * 1024
+MAX_ASK_CHARS = 2000
+RETRY_AFTER_S = 30
+REAPER_PERIOD_S = 2.0
+PAGE_GONE_S = 3.0  # a page's event stream down this long: the page is gone
+
+
+def _loopback(host: str) -> bool:
+    from . import _is_loopback
+
+    return _is_loopback(host)
+
+
+class WebApp:
+    """The aiohttp application and the sessions it holds."""
+
+    def __init__(self, settings, engines: SharedEngines) -> None:
+        cfg = settings.serve
+        self.settings = settings
+        self.cfg = cfg
+        self.engines = engines
+        self.sessions = Sessions(engines, cfg.max_sessions, cfg.per_address, cfg.idle_timeout)
+        self.token = os.environ.get(cfg.token_env) or None
+        self.open_to_all = not _loopback(cfg.host)
+        if self.open_to_all and not self.token:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"[serve] host = {cfg.host!r} is reachable from other machines: set ${cfg.token_env} "
+                              "to an invite token (visitors need it to start a session), or bind to 127.0.0.1")
+        self._pcs: set = set()
+
+    # -- app -------------------------------------------------------------------------------
+    def app(self):
+        from aiohttp import web
+
+        app = web.Application(client_max_size=MAX_SDP)
+        app.router.add_get("/", self.page)
+        app.router.add_post("/whep", self.whep)
+        app.router.add_delete("/whep/{sid}", self.end)
+        app.router.add_post("/whep/{sid}/close", self.end)  # navigator.sendBeacon from a closing page
+        app.router.add_post("/whep/{sid}/ask", self.ask)
+        app.router.add_post("/whep/{sid}/interrupt", self.interrupt)
+        app.router.add_get("/whep/{sid}/events", self.events)
+        app.router.add_get("/api/sessions", self.stats)
+        app.on_startup.append(self._start_reaper)
+        app.on_shutdown.append(self._shutdown)
+        return app
+
+    async def page(self, request):
+        from aiohttp import web
+
+        html = files("talker_stream.server").joinpath("session.html").read_text(encoding="utf-8")
+        return web.Response(text=html, content_type="text/html")
+
+    async def stats(self, request):
+        from aiohttp import web
+
+        return web.json_response(self.sessions.stats())
+
+    # -- sessions --------------------------------------------------------------------------
+    def _authorised(self, request) -> bool:
+        if not self.open_to_all:
+            return True
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() or request.query.get("token", "")
+        return bool(given) and hmac.compare_digest(given, self.token or "")
+
+    async def whep(self, request):
+        from aiohttp import web
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+        if not self._authorised(request):
+            return web.Response(status=401, text="an invite token is needed to start a session\n")
+        if request.content_type != "application/sdp":
+            return web.Response(status=415, text="send the SDP offer as application/sdp\n")
+        offer = await request.text()
+        problem = _check_offer(offer)
+        if problem:
+            return web.Response(status=400, text=f"bad SDP offer: {problem}\n")
+        address = request.remote or "?"
+        try:
+            self.sessions.reserve(address)
+        except Busy as exc:
+            return web.Response(status=503, text=f"busy: {exc}\n", headers={"Retry-After": str(RETRY_AFTER_S)})
+        loop = asyncio.get_running_loop()
+        session = None
+        try:
+            session = await loop.run_in_executor(None, Session, self.engines, loop, address)
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=_ice_servers(self.cfg)))
+            session.pc = pc
+            self._pcs.add(pc)
+            mic_wanted = "a=sendrecv" in offer or "a=sendonly" in offer
+
+            @pc.on("track")
+            def on_track(track) -> None:
+                if track.kind == "audio" and mic_wanted:
+                    session.hear(track)
+
+            @pc.on("connectionstatechange")
+            async def on_state() -> None:
+                if pc.connectionState in ("failed", "closed"):
+                    await self._close(session.id, f"connection {pc.connectionState}")
+
+            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+            kinds = {t.kind for t in pc.getTransceivers()}
+            if "video" in kinds:
+                pc.addTrack(session.sink.video)  # takes the offer's video section: sendonly or sendrecv
+            if "audio" in kinds:
+                pc.addTrack(session.sink.audio)
+            await pc.setLocalDescription(await pc.createAnswer())
+            await _ice_gathered(pc)
+            session.start()
+            self.sessions.add(session)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the visitor gets a reason and nothing is kept
+            log.warning("a session could not start: %s", exc)
+            if session is not None:
+                await loop.run_in_executor(None, session.close_media)
+                if session.pc is not None:
+                    self._pcs.discard(session.pc)
+                    await session.pc.close()
+            status = 400 if "SDP" in str(exc) or isinstance(exc, ValueError) else 500
+            return web.Response(status=status, text=f"could not start a session: {exc}\n")
+        finally:
+            self.sessions.release(address)
+        log.info("session %s started for %s (%d live)", session.id[:6], address, len(self.sessions.all()))
+        return web.Response(status=201, text=pc.localDescription.sdp, content_type="application/sdp",
+                            headers={"Location": f"/whep/{session.id}"})
+
+    def _session(self, request) -> Session:
+        from aiohttp import web
+
+        s = self.sessions.get(request.match_info["sid"])
+        if s is None:
+            raise web.HTTPNotFound(text="no such session (it ended)\n")
+        return s
+
+    async def end(self, request):
+        from aiohttp import web
+
+        sid = request.match_info["sid"]
+        if self.sessions.get(sid) is None:
+            return web.Response(status=404, text="no such session\n")
+        await self._close(sid, "ended by the page")
+        return web.Response(status=200, text="ended\n")
+
+    async def ask(self, request):
+        from aiohttp import web
+
+        session = self._session(request)
+        try:
+            text = (await request.json()).get("text", "")
+        except ValueError:
+            return web.Response(status=400, text='send {"text": "..."}\n')
+        text = " ".join(str(text).split())
+        if not text:
+            return web.Response(status=400, text="the question is empty\n")
+        if len(text) > MAX_ASK_CHARS:
+            return web.Response(status=413, text=f"a question has at most {MAX_ASK_CHARS} characters\n")
+        await asyncio.get_running_loop().run_in_executor(None, session.ask, text)
+        return web.json_response({"asked": text})
+
+    async def interrupt(self, request):
+        from aiohttp import web
+
+        self._session(request).interrupt()
+        return web.json_response({"interrupted": True})
+
+    async def events(self, request):
+        from aiohttp import web
+
+        session = self._session(request)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        loop = asyncio.get_running_loop()
+        session.watchers += 1
+        try:
+            while not session.closed.is_set():
+                event = await loop.run_in_executor(None, _next_event, session)
+                # a heartbeat when there is nothing to say: a page that vanished is noticed here
+                await resp.write(sse(event) if event is not None else b": ping\n\n")
+        except (ConnectionResetError, RuntimeError, asyncio.CancelledError):
+            pass
+        finally:
+            session.watchers -= 1
+            if not session.watchers and not session.closed.is_set():
+                loop.create_task(self._close_unless_back(session))
+        return resp
+
+    async def _close_unless_back(self, session: Session) -> None:
+        """The page's event stream broke (the tab closed, the browser died): end the session
+        unless the page reconnects within the grace period (a reloading EventSource does)."""
+        await asyncio.sleep(PAGE_GONE_S)
+        if not session.watchers:
+            await self._close(session.id, "the page went away")
+
+    async def _close(self, sid: str, why: str) -> None:
+        session = self.sessions.pop(sid)
+        if session is None:
+            return
+        log.info("session %s ended: %s", sid[:6], why)
+        await asyncio.get_running_loop().run_in_executor(None, session.close_media)
+        if session.pc is not None:
+            self._pcs.discard(session.pc)
+            await session.pc.close()
+
+    async def _start_reaper(self, app) -> None:
+        async def reap() -> None:
+            while True:
+                await asyncio.sleep(REAPER_PERIOD_S)
+                for s in self.sessions.idle():
+                    await self._close(s.id, f"idle for {self.sessions.idle_timeout:.0f} s")
+
+        app["reaper"] = asyncio.get_running_loop().create_task(reap())
+
+    async def _shutdown(self, app) -> None:
+        app["reaper"].cancel()
+        for s in self.sessions.all():
+            await self._close(s.id, "the server is stopping")
+
+
+def _next_event(session: Session) -> dict | None:
+    import queue
+
+    try:
+        return session.events.get(timeout=0.5)
+    except queue.Empty:
+        return None
+
+
+def _check_offer(sdp: str) -> str | None:
+    """Why an offer cannot make a session (before anything is allocated for it)."""
+    if not sdp.startswith("v=0"):
+        return "it does not start with v=0"
+    if "m=video" not in sdp and "m=audio" not in sdp:
+        return "it has no audio or video section"
+    media = sdp.lower()
+    if "m=video" in sdp and not any(c in media for c in ("vp8/90000", "h264/90000")):
+        return "the video section offers neither VP8 nor H.264"
+    if "m=audio" in sdp and "opus/48000" not in media:
+        return "the audio section does not offer Opus"
+    return None
+
+
+def _ice_servers(cfg) -> list:
+    from aiortc import RTCIceServer
+
+    user = os.environ.get(cfg.turn_username_env) if cfg.turn_username_env else None
+    password = os.environ.get(cfg.turn_password_env) if cfg.turn_password_env else None
+    out = []
+    for url in cfg.ice_servers:
+        if url.startswith(("turn:", "turns:")):
+            out.append(RTCIceServer(urls=url, username=user, credential=password))
+        else:
+            out.append(RTCIceServer(urls=url))
+    return out
+
+
+async def _ice_gathered(pc, timeout: float = 5.0) -> None:
+    """WHEP answers once, without trickle: wait for candidate gathering to finish."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while pc.iceGatheringState != "complete" and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+
+
+def serve(settings) -> None:
+    """Run the web app until interrupted (the CLI's ``serve``)."""
+    from aiohttp import web
+
+    import socket
+
+    from ..errors import TalkerError
+
+    cfg = settings.serve
+    try:
+        sock = socket.create_server((cfg.host, cfg.port))
+    except OSError as exc:
+        raise TalkerError(f"cannot serve sessions on {cfg.host}:{cfg.port}: {exc}; set [serve] port") from None
+    engines = SharedEngines.open(settings)
+    try:
+        app = WebApp(settings, engines)
+        host, port = sock.getsockname()[:2]
+        print(f"sessions: http://{host}:{port}/ (at most {cfg.max_sessions} at once)", flush=True)
+        web.run_app(app.app(), sock=sock, print=None, handle_signals=True)
+    finally:
+        engines.close()

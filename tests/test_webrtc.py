@@ -1,0 +1,243 @@
+"""Browser sessions over WebRTC, in a real headless Chromium (Debian's, driven by Playwright).
+
+`talker-stream serve` runs as a real process with the real engines (SmolLM2 through llama.cpp,
+Piper, Whisper, the mesh face). Each page records what it received with MediaRecorder
+(what a visitor saw and heard) and hands the WebM back; the test decodes it with PyAV, runs
+Whisper on the sound and the project's lip-sync measure on picture and sound together.
+Chromium's fake capture device plays a WAV file as the visitor's microphone. Nothing is faked.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import PORTRAIT, need_module, requires, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+CONFIG = """
+[avatar]
+portrait = "{portrait}"
+
+[llm]
+temperature = 0.0
+max_tokens = 40
+
+[serve]
+max_sessions = 2
+per_address = 5
+idle_timeout = 60.0
+"""
+
+pytestmark = [
+    pytest.mark.services,
+    pytest.mark.slow,
+    requires(Path(CHROMIUM).exists(), "Debian's chromium is not installed (apt-get install chromium)"),
+]
+playwright_api = need_module("playwright.sync_api", "pip install -e .[test] (playwright)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`talker-stream serve` on a free loopback port; stopped (SIGINT) afterwards."""
+    folder = tmp_path_factory.mktemp("serve")
+    cfg = folder / "config.toml"
+    cfg.write_text(CONFIG.format(portrait=PORTRAIT))
+    proc = subprocess.Popen([sys.executable, "-m", "talker_stream.cli", "-c", str(cfg), "serve", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=open(folder / "serve.log", "w"), text=True, cwd=folder)
+    line = proc.stdout.readline()
+    match = re.search(r"http://[\d.]+:\d+/", line)
+    assert match, f"serve printed {line!r}; log: {(folder / 'serve.log').read_text()[-3000:]}"
+    try:
+        yield match.group(0), folder / "serve.log"
+    finally:
+        proc.send_signal(2)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def question_wav(tmp_path_factory):
+    """A spoken question for the fake microphone: Piper's voice at 48 kHz, then 30 s of
+    silence (Chromium loops the file: the question must not come back during the test)."""
+    import wave
+
+    from talker_stream.audio import resample
+    from talker_stream.media import AudioChunk
+    from talker_stream.tts.piper import PiperTTS
+
+    chunks = list(PiperTTS().stream("What is the capital of France?"))
+    pcm = resample(AudioChunk(np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate), 48000).pcm
+    pcm = np.concatenate([np.zeros(48000, np.float32), pcm, np.zeros(48000 * 30, np.float32)])
+    path = tmp_path_factory.mktemp("mic") / "question.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes((np.clip(pcm, -1, 1) * 32767).astype(np.int16).tobytes())
+    return path
+
+
+def browser(extra: list[str] = ()):
+    profile = tempfile.mkdtemp(prefix="talker-webrtc-")
+    pw = playwright_api.sync_playwright().start()
+    context = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                    args=FLAGS + list(extra))
+    return pw, context, profile
+
+
+def close(pw, context, profile) -> None:
+    import shutil
+
+    context.close()
+    pw.stop()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def sessions(url: str) -> dict:
+    import json
+
+    with urllib.request.urlopen(url + "api/sessions", timeout=5) as r:
+        return json.load(r)
+
+
+def answered(page, question_word: str, seconds: float) -> bool:
+    """The page's captions show the avatar said something after the question, and then stopped."""
+    def done() -> bool:
+        caps = page.evaluate("talker.captions()")
+        heard = [i for i, c in enumerate(caps) if c.startswith("you:") and question_word in c.lower()]
+        return bool(heard) and any(not c.startswith("you:") for c in caps[heard[0] + 1:])
+    if not wait_for(done, seconds, 0.2):
+        return False
+    time.sleep(6)  # the rest of the answer plays out
+    return True
+
+
+def received(page, folder: Path, name: str) -> Path:
+    data = base64.b64decode(page.evaluate("talker.recorded()"))
+    path = folder / f"{name}.webm"
+    path.write_bytes(data)
+    return path
+
+
+def heard_words(path: Path) -> str:
+    from talker_stream.asr.whisper import WhisperASR
+    from talker_stream.audio import read_audio
+
+    pcm = np.concatenate([c.pcm for c in read_audio(path, 16000)])
+    return WhisperASR().transcribe(pcm, "en").lower()
+
+
+def test_a_visitor_hears_and_sees_the_answer_in_sync(server, tmp_path):
+    from talker_stream.lipsync import measure_file
+
+    url, log = server
+    pw, context, profile = browser()
+    try:
+        page = context.new_page()
+        page.goto(url)
+        assert page.evaluate("talker.start(false)") == 201
+        assert wait_for(lambda: page.evaluate("document.getElementById('avatar').videoWidth") > 0, 20), \
+            "video arrives at the browser"
+        page.evaluate("talker.record()")
+        time.sleep(1.0)
+        assert page.evaluate("talker.ask('What is the capital of France?')") == 200
+        assert answered(page, "france", 60), page.evaluate("talker.captions()")
+        path = received(page, tmp_path, "answer")
+        (Path(os.environ.get("TALKER_KEEP", tmp_path)) / "answer.webm").write_bytes(path.read_bytes())
+    finally:
+        close(pw, context, profile)
+    words = heard_words(path)
+    assert len(words.split()) >= 4, f"the answer was heard at the browser: {words!r}"
+    report = measure_file(path, fps=25.0)  # the avatar's rate; the WebM's timing is variable
+    assert abs(report.lag_frames) <= 1 and report.correlation > 0.3, (report.lag_frames, report.correlation)
+    assert wait_for(lambda: sessions(url)["sessions"] == 0, 10), "closing the page ended its session"
+
+
+def test_two_visitors_each_get_their_own_answer(server, tmp_path):
+    url, _ = server
+    pw, context, profile = browser()
+    try:
+        a, b = context.new_page(), context.new_page()
+        for page in (a, b):
+            page.goto(url)
+            assert page.evaluate("talker.start(false)") == 201
+        assert sessions(url)["sessions"] == 2
+        a.evaluate("talker.ask('What colour is the sky?')")
+        b.evaluate("talker.ask('How many legs does a spider have?')")
+        assert answered(a, "sky", 90) and answered(b, "spider", 90)
+        caps_a, caps_b = a.evaluate("talker.captions()"), b.evaluate("talker.captions()")
+        # a third session is over the cap: a clear busy answer, never a frozen page
+        c = context.new_page()
+        c.goto(url)
+        assert c.evaluate("talker.start(false)") == 503
+        assert any("busy" in line for line in c.evaluate("talker.captions()"))
+    finally:
+        close(pw, context, profile)
+    assert not any("spider" in x.lower() for x in caps_a) and not any("sky" in x.lower() for x in caps_b), \
+        (caps_a, caps_b)
+    assert wait_for(lambda: sessions(url)["sessions"] == 0, 10)
+
+
+def test_the_visitors_microphone_is_heard_and_answered(server, question_wav, tmp_path):
+    url, _ = server
+    pw, context, profile = browser([f"--use-file-for-fake-audio-capture={question_wav}"])
+    try:
+        page = context.new_page()
+        page.goto(url)
+        assert page.evaluate("talker.start(true)") == 201
+        assert answered(page, "france", 60), page.evaluate("talker.captions()")
+        heard = [c for c in page.evaluate("talker.captions()") if c.startswith("you:")]
+    finally:
+        close(pw, context, profile)
+    assert "capital" in heard[0].lower(), heard
+    assert wait_for(lambda: sessions(url)["sessions"] == 0, 10), "the closed page's session ended"
+
+
+def test_bad_offers_and_a_page_closed_mid_answer_free_what_they_took(server):
+    url, _ = server
+
+    def post(body: bytes, ctype: str = "application/sdp") -> tuple[int, str]:
+        req = urllib.request.Request(url + "whep", body, {"Content-Type": ctype}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    assert wait_for(lambda: sessions(url)["sessions"] == 0, 10)
+    status, text = post(b"hello, I am not SDP")
+    assert status == 400 and "v=0" in text
+    status, text = post(b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
+                        b"a=rtpmap:0 PCMU/8000\r\n")
+    assert status == 400 and "Opus" in text
+    assert post(b"v=0", "text/plain")[0] == 415
+    assert sessions(url)["sessions"] == 0, "nothing kept for a refused offer"
+    pw, context, profile = browser()
+    try:
+        page = context.new_page()
+        page.goto(url)
+        assert page.evaluate("talker.start(false)") == 201
+        page.evaluate("talker.ask('Tell me a long story about a dragon.')")
+        assert wait_for(lambda: any(not c.startswith("you:") for c in page.evaluate("talker.captions()")[1:]), 60)
+        page.close()  # mid-answer
+        t0 = time.monotonic()
+        assert wait_for(lambda: sessions(url)["sessions"] == 0, 10), sessions(url)
+        assert time.monotonic() - t0 < 10
+    finally:
+        close(pw, context, profile)
