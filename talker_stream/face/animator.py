@@ -65,8 +65,8 @@ class MeshAnimator:
             self._finder = FaceFinder()
         face = self._finder.find_one(portrait, source)
         rig = Rig.build(face)
-        warper = MeshWarper(rig.rest, portrait.shape[:2])
-        mouth = MouthPainter(portrait, face.points[:, :2], rig.mouth_width)
+        warper = MeshWarper(rig.warp_rest, portrait.shape[:2], columns=rig.mouth_box)
+        mouth = MouthPainter(portrait, face, rig)
         eyelids = EyelidPainter(face, portrait.shape[:2])
         return MeshAvatar(np.ascontiguousarray(portrait), face, rig, warper, mouth, eyelids)
 
@@ -74,9 +74,9 @@ class MeshAnimator:
         frame = avatar.image.copy() if out is None else out
         d = avatar.rig.displacement(params)
         source = avatar.eyelids.close(avatar.image, params.blink_l, params.blink_r)
-        avatar.warper.warp(source, d, frame)
+        avatar.warper.warp(source, d, frame, exact=abs(params.jaw_open) > 0.005)
         moved = avatar.rig.rest[:N_MESH] + d[:N_MESH]
-        avatar.mouth.paint(frame, moved)
+        avatar.mouth.paint(frame, moved, params)
         return frame
 
     def close(self) -> None:

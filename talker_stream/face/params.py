@@ -12,10 +12,12 @@ import numpy as np
 
 @dataclass
 class FaceParams:
-    # mouth, 0..1 (speech)
+    # mouth (speech). jaw_open is 0..1; below 0 the lips close over whatever the photo
+    # shows between them (fully at -0.3) and then press together (M, B, P)
     jaw_open: float = 0.0
     mouth_wide: float = 0.0
     mouth_round: float = 0.0
+    tongue: float = 0.0  # 0..1: the tip rises to the upper teeth (L, N, T, D, TH)
     # expression, 0..1
     smile: float = 0.0
     frown: float = 0.0

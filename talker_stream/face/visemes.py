@@ -17,41 +17,45 @@ from ..media import Phoneme
 
 HOP_S = 0.01
 
-# IPA symbol -> (open, wide, round, closed). Symbols not listed keep the previous shape
-# (stress and length marks) or rest (pauses, punctuation).
-_VISEMES: dict[str, tuple[float, float, float, float]] = {}
-for chars, shape in {
-    "pbm": (0.0, 0.0, 0.0, 1.0),
-    "fv": (0.08, 0.1, 0.0, 0.5),
-    "θð": (0.2, 0.2, 0.0, 0.0),
-    "aɑæɐʌ": (1.0, 0.2, 0.0, 0.0),
-    "ɛeɜ": (0.65, 0.5, 0.0, 0.0),
-    "ɪiɨᵻj": (0.35, 0.9, 0.0, 0.0),
-    "ɔɒoɵ": (0.7, 0.0, 0.7, 0.0),
-    "uʊʉ": (0.3, 0.0, 1.0, 0.0),
-    "əɚ": (0.45, 0.1, 0.0, 0.0),
-    "wʍ": (0.15, 0.0, 1.0, 0.0),
-    "rɹɾɻ": (0.3, 0.0, 0.4, 0.0),
-    "lɫ": (0.35, 0.2, 0.0, 0.0),
-    "szç": (0.15, 0.6, 0.0, 0.0),
-    "ʃʒ": (0.2, 0.0, 0.55, 0.0),
-    "tdnɗ": (0.25, 0.3, 0.0, 0.0),
-    "kgɡŋxq": (0.35, 0.1, 0.0, 0.0),
-    "hɦ": (0.4, 0.1, 0.0, 0.0),
-}.items():
+# IPA symbol -> (open, wide, round, closed, tongue). Symbols not listed keep the previous
+# shape (stress and length marks) or rest (pauses, punctuation). "closed" shuts the lips
+# (M, B, P fully, F and V part way); "tongue" lifts its tip to the teeth (L, N, T, D, TH).
+VISEME_GROUPS: dict[str, tuple[float, float, float, float, float]] = {
+    "pbm": (0.0, 0.0, 0.0, 1.0, 0.0),
+    "fv": (0.05, 0.1, 0.0, 0.35, 0.0),
+    "θð": (0.2, 0.2, 0.0, 0.0, 1.0),
+    "aɑæɐʌ": (1.0, 0.2, 0.0, 0.0, 0.0),
+    "ɛeɜ": (0.65, 0.5, 0.0, 0.0, 0.0),
+    "ɪiɨᵻj": (0.35, 0.9, 0.0, 0.0, 0.0),
+    "ɔɒoɵ": (0.7, 0.0, 0.7, 0.0, 0.0),
+    "uʊʉ": (0.3, 0.0, 1.0, 0.0, 0.0),
+    "əɚ": (0.45, 0.1, 0.0, 0.0, 0.0),
+    "wʍ": (0.15, 0.0, 1.0, 0.0, 0.0),
+    "rɹɾɻ": (0.3, 0.0, 0.4, 0.0, 0.2),
+    "lɫ": (0.35, 0.2, 0.0, 0.0, 0.9),
+    "szç": (0.15, 0.6, 0.0, 0.0, 0.2),
+    "ʃʒ": (0.2, 0.0, 0.55, 0.0, 0.0),
+    "tdnɗ": (0.25, 0.3, 0.0, 0.0, 0.7),
+    "kgɡŋxq": (0.35, 0.1, 0.0, 0.0, 0.0),
+    "hɦ": (0.4, 0.1, 0.0, 0.0, 0.0),
+}
+_VISEMES: dict[str, tuple[float, float, float, float, float]] = {}
+for chars, shape in VISEME_GROUPS.items():
     for ch in chars:
         _VISEMES[ch] = shape
-_CONTINUE = set("ˈˌːˑ̩̯̃ʰʲ")
-_REST = (0.0, 0.0, 0.0, 0.0)
+_CONTINUE = set("ˈˌːˑ̩̯̃ʰʲ")
+_REST = (0.0, 0.0, 0.0, 0.0, 0.0)
+CLOSE_DEPTH = 0.55  # how far below 0 a fully closed sound pulls jaw_open (lips meet at -0.3)
 
 
 @dataclass
 class MouthTrack:
     """Per-frame mouth parameters for one segment."""
 
-    jaw_open: np.ndarray
+    jaw_open: np.ndarray  # below 0 on closed sounds: the lips meet and press (see FaceParams)
     mouth_wide: np.ndarray
     mouth_round: np.ndarray
+    tongue: np.ndarray | None = None  # the tip up to the teeth; None without phonemes
 
     def __len__(self) -> int:
         return len(self.jaw_open)
@@ -77,7 +81,7 @@ def _hop_features(pcm: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _phoneme_targets(phonemes: list[Phoneme], n: int, rate: int) -> np.ndarray:
-    targets = np.zeros((n, 4))
+    targets = np.zeros((n, 5))
     shape = _REST
     for p in phonemes:
         sym = p.symbol
@@ -104,18 +108,48 @@ def mouth_track(
         # when and how far the jaw opens, the phonemes shape the lips around it.
         t = _phoneme_targets(phonemes, n, rate)
         vis = gaussian_filter1d(t[:, :3], sigma=3.0, axis=0, mode="nearest")  # 30 ms co-articulation
-        closed = gaussian_filter1d(t[:, 3], sigma=2.0, mode="nearest")
-        jaw = speech * (0.7 + 0.3 * vis[:, 0]) * (1 - 0.5 * closed)
-        wide, rnd = vis[:, 1] * voiced, vis[:, 2] * voiced
+        closed = np.clip(1.15 * gaussian_filter1d(t[:, 3], sigma=2.0, mode="nearest"), 0.0, 1.0)
+        # a closed sound shuts the lips whatever its loudness (M is loud and closed): the jaw
+        # eases down through zero, where the lips meet, into a press; then eases open again
+        jaw = speech * (0.5 + 0.5 * vis[:, 0]) * (1 - closed) - CLOSE_DEPTH * closed
+        wide, rnd = vis[:, 1] * voiced * (1 - closed), vis[:, 2] * voiced
+        tongue = gaussian_filter1d(t[:, 4], sigma=2.5, mode="nearest") * voiced
     else:
         cen = gaussian_filter1d(centroid, sigma=3.0, mode="nearest")
+        tongue = None
         jaw = speech
         wide = np.clip((cen - 1800) / 1800, 0, 1) * voiced * 0.8
         rnd = np.clip((1300 - cen) / 700, 0, 1) * voiced * 0.7
     at = np.asarray(frame_centres, dtype=np.float64) / rate / HOP_S
     grid = np.arange(n)
 
-    def sample(curve: np.ndarray) -> np.ndarray:
-        return np.clip(np.interp(at, grid, curve), 0.0, 1.0)
+    def sample(curve: np.ndarray, low: float = 0.0) -> np.ndarray:
+        return np.clip(np.interp(at, grid, curve), low, 1.0)
 
-    return MouthTrack(sample(jaw), sample(wide), sample(rnd))
+    return MouthTrack(sample(jaw, -CLOSE_DEPTH), sample(wide), sample(rnd),
+                      None if tongue is None else sample(tongue))
+
+
+_VOWELS = set("aɑæɐʌɛeɜɪiɨᵻɔɒoɵuʊʉəɚ")
+_QUIET = {**{c: 0.45 for c in "mnŋlɫrɹɾɻwʍj"}, **{c: 0.3 for c in "vðzʒbdgɡɗ"},
+          **{c: 0.15 for c in "ptkfθsʃçxqhɦ"}}
+
+
+def in_context(symbol: str, rate: int = 16000) -> tuple[float, float, float, float]:
+    """(jaw_open, mouth_wide, mouth_round, tongue) in the middle of *symbol* said between two
+    "a" vowels (a vowel alone, held), at a loudness typical of its kind: what ``mouth_track``
+    makes of it. For contact sheets and tests."""
+    from ..media import Phoneme
+
+    seg = [("_", 0.15, 0.0), ("a", 0.25, 1.0), (symbol, 0.2, 1.0 if symbol in _VOWELS else _QUIET.get(symbol, 0.3)),
+           ("a", 0.25, 1.0), ("_", 0.15, 0.0)]
+    pcm, phonemes, at = [], [], 0
+    for sym, dur, level in seg:
+        k = int(dur * rate)
+        t = np.arange(k) / rate
+        pcm.append((0.3 * level * np.sin(2 * np.pi * 150 * t)).astype(np.float32))
+        phonemes.append(Phoneme(sym, at, k))
+        at += k
+    centre = phonemes[2].start + phonemes[2].length / 2
+    tr = mouth_track(np.concatenate(pcm), rate, np.array([centre]), phonemes)
+    return float(tr.jaw_open[0]), float(tr.mouth_wide[0]), float(tr.mouth_round[0]), float(tr.tongue[0])

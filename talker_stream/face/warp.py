@@ -7,6 +7,14 @@ displacement field is then ``W @ d`` for the per-vertex displacement d. The back
 ``x = p - d(x)``, which makes the result match a true forward piecewise-affine warp to
 second order while costing a single extra remap. Pixels outside the mesh get an empty
 row in W, hence zero displacement, hence their exact original value.
+
+Where the jaw opens, the field is torn apart between the lips (the lower lip moves by a
+tenth of the face height, the upper one barely, a pixel above it), and a fixed-point
+step cannot invert that: pixels of the lower lip would be fetched from the upper one.
+In a box around the mouth the map is therefore inverted exactly, column by column: the
+motion there is mostly vertical, and each column's forward map is made monotone and
+inverted with one batched ``searchsorted`` over all columns (for the rows; the columns
+keep the fixed-point answer, sideways motion being smooth everywhere).
 """
 from __future__ import annotations
 
@@ -17,7 +25,8 @@ from scipy.spatial import Delaunay
 
 
 class MeshWarper:
-    def __init__(self, rest: np.ndarray, image_shape: tuple[int, int], margin: int = 2) -> None:
+    def __init__(self, rest: np.ndarray, image_shape: tuple[int, int], margin: int = 2,
+                 columns: tuple[float, float, float, float] | None = None) -> None:
         h, w = image_shape
         x0, y0 = np.floor(rest.min(axis=0)).astype(int) - margin
         x1, y1 = np.ceil(rest.max(axis=0)).astype(int) + margin
@@ -44,11 +53,24 @@ class MeshWarper:
         self.mask[inside] = True
         self.mask = self.mask.reshape(self.shape)
         self.triangles = tri.simplices
+        self.columns = None
+        if columns is not None:  # image coordinates -> region coordinates, clipped
+            cx0, cy0, cx1, cy1 = columns
+            bx0, by0 = max(int(np.floor(cx0)) - self.x0, 0), max(int(np.floor(cy0)) - self.y0, 0)
+            bx1, by1 = min(int(np.ceil(cx1)) - self.x0, rw), min(int(np.ceil(cy1)) - self.y0, rh)
+            if bx1 - bx0 >= 2 and by1 - by0 >= 3:
+                hb, wb = by1 - by0, bx1 - bx0
+                self.columns = (bx0, by0, bx1, by1)
+                self._rows = np.arange(hb, dtype=np.float32)[:, None]
+                self._col_of = np.repeat(np.arange(wb), hb)
+                self._col_first = self._col_of * hb
+                self._targets = self._rows[:, 0][None, :] + np.zeros((wb, 1), np.float32)
 
-    def warp(self, image: np.ndarray, displacement: np.ndarray, out: np.ndarray) -> None:
+    def warp(self, image: np.ndarray, displacement: np.ndarray, out: np.ndarray, exact: bool = False) -> None:
         """Write *image* warped by per-vertex *displacement* into *out* (same shape).
 
         Only the region of interest is touched; the caller owns the rest of *out*.
+        *exact*: invert the mouth box column by column (when the lips have moved).
         """
         field = (self.weights @ displacement.astype(np.float32)).reshape(*self.shape, 2)
         # first guess x1 = p - d(p); refined x2 = p - d(x1), sampled with a remap
@@ -57,6 +79,27 @@ class MeshWarper:
         refined = cv2.remap(field, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         mx = self.base_x - refined[..., 0] + self.x0
         my = self.base_y - refined[..., 1] + self.y0
+        if exact and self.columns is not None:
+            self._invert_columns(field, mx, my)
         out[self.y0 : self.y1, self.x0 : self.x1] = cv2.remap(
             image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
         )
+
+    def _invert_columns(self, field: np.ndarray, mx: np.ndarray, my: np.ndarray) -> None:
+        """Exact backward map in the mouth box: per column, rest row -> shown row is made
+        monotone and inverted (linear between rows, extrapolated past the box's ends)."""
+        bx0, by0, bx1, by1 = self.columns
+        hb = by1 - by0
+        fy = field[by0:by1, bx0:bx1, 1]
+        shown = np.maximum.accumulate(self._rows + fy, axis=0) + self._rows * 1e-3
+        span = float(shown.max() - shown.min()) + hb + 4.0
+        offset = (np.arange(bx1 - bx0, dtype=np.float32) * span)[:, None]
+        flat = (shown.T + offset).ravel()
+        idx = np.searchsorted(flat, (self._targets + offset).ravel())
+        first = self._col_first
+        lo = np.clip(idx - 1, first, first + hb - 2)
+        f_lo, f_hi = flat[lo], flat[lo + 1]
+        t = ((self._targets + offset).ravel() - f_lo) / np.maximum(f_hi - f_lo, 1e-6)
+        src_row = (lo - first) + t
+        # x keeps the fixed-point step's answer (sideways motion is smooth: puckering lips)
+        my[by0:by1, bx0:bx1] = src_row.reshape(bx1 - bx0, hb).T + (by0 + self.y0)
