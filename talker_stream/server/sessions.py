@@ -52,9 +52,17 @@ class SharedEngines:
         from ..llm import open_llm
         from ..tts import open_tts
 
+        from ..conversation import open_conversation
+
         llm = open_llm(settings)
         tts = open_tts(settings, live=True)
         asr = open_asr(settings, threads=1) if listen else None
+        # the first visitor must not pay for loading weights and filling caches
+        open_conversation(settings, llm=llm).warm_up()
+        for _ in tts.stream("Hello."):
+            pass
+        if asr is not None:
+            asr.transcribe(np.zeros(16000, np.float32), "en")
         return cls(settings, llm, tts, asr)
 
     def close(self) -> None:
