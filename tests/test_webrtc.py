@@ -241,3 +241,40 @@ def test_bad_offers_and_a_page_closed_mid_answer_free_what_they_took(server):
         assert time.monotonic() - t0 < 10
     finally:
         close(pw, context, profile)
+
+
+def test_an_app_reachable_from_other_machines_needs_an_invite(tmp_path, monkeypatch):
+    """Bound to every address (traffic stays on loopback here): no token in the environment is
+    one line before anything loads; with one, a session without it is refused (401)."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG.format(portrait=PORTRAIT))
+    args = [sys.executable, "-m", "talker_stream.cli", "-c", str(cfg), "serve", "--host", "0.0.0.0", "--port", "0"]
+    env = {k: v for k, v in os.environ.items() if k != "TALKER_INVITE"}
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 2 and "set $TALKER_INVITE to an invite token" in out.stderr, out.stderr
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**env, "TALKER_INVITE": "invite-7Qx"})  # pragma: allowlist secret - test only
+    try:
+        port = re.search(r":(\d+)/", proc.stdout.readline()).group(1)
+        url = f"http://127.0.0.1:{port}/whep"
+        for headers, expected in (({}, 401), ({"Authorization": "Bearer wrong"}, 401),
+                                  ({"Authorization": "Bearer invite-7Qx"}, 400)):  # let in: then the SDP is judged
+            req = urllib.request.Request(url, b"not sdp", {"Content-Type": "application/sdp", **headers}, method="POST")
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=10)
+            assert err.value.code == expected, headers
+    finally:
+        proc.send_signal(2)
+        proc.wait(20)
+
+
+def test_turn_credentials_come_from_the_environment(monkeypatch):
+    from talker_stream.config import load_settings
+    from talker_stream.server.webapp import _ice_servers
+
+    monkeypatch.setenv("TALKER_TURN_USERNAME", "ana")
+    monkeypatch.setenv("TALKER_TURN_PASSWORD", "s3cret")  # pragma: allowlist secret - test only
+    s = load_settings(None, {"serve.ice_servers": ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478"]})
+    stun, turn = _ice_servers(s.serve)
+    assert stun.urls == "stun:127.0.0.1:3478" and stun.username is None
+    assert (turn.urls, turn.username, turn.credential) == ("turn:127.0.0.1:3478", "ana", "s3cret")

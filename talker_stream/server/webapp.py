@@ -44,13 +44,8 @@ class WebApp:
         self.cfg = cfg
         self.engines = engines
         self.sessions = Sessions(engines, cfg.max_sessions, cfg.per_address, cfg.idle_timeout)
-        self.token = os.environ.get(cfg.token_env) or None
+        self.token = invite_token(cfg)
         self.open_to_all = not _loopback(cfg.host)
-        if self.open_to_all and not self.token:
-            from ..errors import ConfigError
-
-            raise ConfigError(f"[serve] host = {cfg.host!r} is reachable from other machines: set ${cfg.token_env} "
-                              "to an invite token (visitors need it to start a session), or bind to 127.0.0.1")
         self._pcs: set = set()
 
     # -- app -------------------------------------------------------------------------------
@@ -241,6 +236,18 @@ class WebApp:
             await self._close(s.id, "the server is stopping")
 
 
+def invite_token(cfg) -> str | None:
+    """The invite token from the environment; required when the app is reachable from other
+    machines (checked before any engine loads)."""
+    token = os.environ.get(cfg.token_env) or None
+    if not _loopback(cfg.host) and not token:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"[serve] host = {cfg.host!r} is reachable from other machines: set ${cfg.token_env} "
+                          "to an invite token (visitors need it to start a session), or bind to 127.0.0.1")
+    return token
+
+
 def _next_event(session: Session) -> dict | None:
     import queue
 
@@ -294,6 +301,7 @@ def serve(settings) -> None:
     from ..errors import TalkerError
 
     cfg = settings.serve
+    invite_token(cfg)
     try:
         sock = socket.create_server((cfg.host, cfg.port))
     except OSError as exc:
