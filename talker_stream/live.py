@@ -116,6 +116,22 @@ class LiveAvatar:
             self._threads.append(t)
         return self
 
+    def attach(self, sink) -> None:
+        """Add a sink while the avatar runs (a browser watching the control page). The frame
+        loop reads the runner list afresh each frame; the list is replaced, never changed."""
+        runner = SinkRunner(sink)
+        h, w = self.portrait.shape[:2]
+        sink.open((w, h), self.clock)
+        runner.start()
+        self.runners = [*self.runners, runner]
+
+    def detach(self, sink) -> None:
+        """Remove a sink added with :meth:`attach` and stop it."""
+        gone = [r for r in self.runners if r.sink is sink]
+        self.runners = [r for r in self.runners if r.sink is not sink]
+        for r in gone:
+            r.stop()
+
     def stop(self) -> None:
         self._running.clear()
         for t in self._threads:

@@ -164,7 +164,9 @@ def test_say_with_token_speaks_then_interrupt_stops(quiet):
     talking = mouth_brightness(avatar, server, 8)
     # at rest the lips hardly change (seen: within 0.2); talking shows the dark mouth (seen: 25-60 darker)
     assert max(idle) - min(idle) < 5, idle
-    assert min(talking) < min(idle) - 15, (idle, talking)
+    # the mouth moves: its box changes by far more than the still idle face's noise
+    # (darker with the cavity, brighter with teeth: the range, not one direction)
+    assert max(talking) - min(talking) > 12, (idle, talking)
 
     t0 = time.monotonic()
     status, data = call(server, "/api/interrupt", {})

@@ -278,3 +278,46 @@ def test_turn_credentials_come_from_the_environment(monkeypatch):
     stun, turn = _ice_servers(s.serve)
     assert stun.urls == "stun:127.0.0.1:3478" and stun.username is None
     assert (turn.urls, turn.username, turn.credential) == ("turn:127.0.0.1:3478", "ana", "s3cret")
+
+
+def test_the_operator_hears_the_avatar_on_the_live_control_page(tmp_path):
+    """`talker-stream live`'s control page: its preview is the WebRTC stream, sound included."""
+    import json
+
+    from conftest import make_settings
+    from talker_stream.live import LiveAvatar
+    from talker_stream.server import ControlServer
+
+    avatar = LiveAvatar(make_settings(**{"live.sinks": []}), []).start()
+    server = ControlServer(avatar, None, host="127.0.0.1", port=0, token="op-token-1").start()
+    pw, context, profile = browser()
+    try:
+        page = context.new_page()
+        page.goto(server.url)
+        page.wait_for_function("window.previewSize()[0] > 0", timeout=20000)
+        assert page.evaluate("document.getElementById('preview').tagName") == "VIDEO"
+        page.evaluate("(() => { const v = document.getElementById('preview'); v.muted = false; return v.play(); })()")
+        page.wait_for_function("document.getElementById('preview').srcObject.getAudioTracks().length > 0")
+        page.evaluate("""(() => { window.rec = []; const r = new MediaRecorder(
+            new MediaStream(document.getElementById('preview').srcObject.getAudioTracks()),
+            { mimeType: 'audio/webm;codecs=opus' }); r.ondataavailable = (e) => e.data.size && window.rec.push(e.data);
+            r.start(500); window.recorder = r; })()""")
+        req = urllib.request.Request(server.url + "api/say", json.dumps({"text": "The weather is lovely today."}).encode(),
+                                     {"Content-Type": "application/json", "Authorization": "Bearer op-token-1"})
+        assert urllib.request.urlopen(req, timeout=10).status == 202
+        time.sleep(5)
+        data = base64.b64decode(page.evaluate("""(async () => { await new Promise((ok) => { window.recorder.onstop = ok;
+            window.recorder.stop(); }); const b = new Uint8Array(await new Blob(window.rec).arrayBuffer());
+            let s = ''; for (let i = 0; i < b.length; i += 32768) s += String.fromCharCode(...b.subarray(i, i + 32768));
+            return btoa(s); })()"""))
+        assert server._whep.viewers == 1
+        page.close()
+        assert wait_for(lambda: server._whep.viewers == 0 and len(avatar.runners) == 0, 10), "the viewer's sink left"
+    finally:
+        close(pw, context, profile)
+        server.stop()
+        avatar.stop()
+    path = tmp_path / "operator.webm"
+    path.write_bytes(data)
+    words = heard_words(path)
+    assert "weather" in words and "lovely" in words, words

@@ -53,6 +53,8 @@ class ControlServer:
         self.host, self.port = self.httpd.server_address[:2]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
         self._closing = threading.Event()
+        self._whep = None  # WHEP viewers: the operator hears the avatar too
+        self._whep_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -66,6 +68,17 @@ class ControlServer:
         self._closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+        if self._whep is not None:
+            self._whep.stop()
+
+    def whep(self):
+        """The WebRTC bridge, started with the first viewer (aiortc loads only then)."""
+        with self._whep_lock:
+            if self._whep is None:
+                from .whep import WhepBridge
+
+                self._whep = WhepBridge(self.avatar)
+            return self._whep
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -178,9 +191,57 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {path}"})
 
+    def do_DELETE(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        if not self._host_ok():
+            return
+        if path.startswith("/whep/"):
+            self._end_viewer(path)
+        else:
+            self._reject(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
+
+    def _end_viewer(self, path: str) -> None:
+        vid = path.split("/")[2]
+        bridge = self.server_ref._whep
+        if bridge is not None and bridge.end(vid):
+            self._json(HTTPStatus.OK, {"ended": vid})
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "no such viewer"})
+
+    def _whep_offer(self) -> None:
+        """A viewer's SDP offer (WHEP): 201 with the answer and the viewer's URL. Watching
+        is reading, like the preview: open to this machine, no token."""
+        if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/sdp":
+            self._reject(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the SDP offer as application/sdp")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", "-1"))
+        except ValueError:
+            length = -1
+        if not 0 < length <= MAX_BODY:
+            self._reject(HTTPStatus.BAD_REQUEST, f"send the offer with a Content-Length of at most {MAX_BODY}")
+            return
+        sdp = self.rfile.read(length).decode("utf-8", "replace")
+        status, body, location = self.server_ref.whep().offer(sdp)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/sdp" if status == 201 else "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body.encode())))
+        if location:
+            self.send_header("Location", location)
+        if status == 503:
+            self.send_header("Retry-After", "30")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
         if not self._host_ok():
+            return
+        if path == "/whep":
+            self._whep_offer()
+            return
+        if path.startswith("/whep/") and path.endswith("/close"):  # a closing page's beacon
+            self._end_viewer(path)
             return
         if path not in ("/api/say", "/api/interrupt"):
             self._reject(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
