@@ -31,12 +31,13 @@ from .rig import BASES, LOWER_INNER, LOWER_OUTER, N_MESH, UPPER_INNER, UPPER_OUT
 CHEEKS = np.array([50, 280, 205, 425, 101, 330, 36, 266])
 EYES = (np.array([33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]),
         np.array([263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]))
-IVORY = np.array([1.0, 0.955, 0.87])
+IVORY = np.array([1.0, 0.97, 0.91])
 REF_SKIN = np.array([224.0, 172.0, 140.0])
 # tooth boundaries from the midline, in mouth widths (frontal projection of the arch)
 UPPER_TEETH = np.array([0.0, 0.165, 0.295, 0.39, 0.46, 0.515, 0.56, 0.60])
 LOWER_TEETH = np.array([0.0, 0.105, 0.215, 0.315, 0.395, 0.46, 0.515, 0.56])
 SUPER = 3  # supersampling of the prepared teeth images
+LOWER_TEETH_RIDE = 0.8
 REST_SLACK = 0.04  # extra opening (in mouth widths) over which the interior fades in
 
 
@@ -62,7 +63,7 @@ def _teeth_row(width_s: np.ndarray, edge: np.ndarray, crown: np.ndarray, bounds:
     a, b = bounds[k], bounds[k + 1]
     q = np.clip((s - a) / (b - a), 0.0, 1.0)  # 0..1 across one tooth
     # each crown is rounded: shorter at its sides, canines (k == 2) pointed
-    round_off = np.where(k == 2, 0.22 * np.abs(2 * q - 1) ** 1.5, 0.10 * np.abs(2 * q - 1) ** 3)
+    round_off = np.where(k == 2, 0.12 * np.abs(2 * q - 1) ** 1.5, 0.05 * np.abs(2 * q - 1) ** 3)
     length = crown * (1 - round_off)
     edge_k = edge - np.where(upper, 1, -1) * crown * round_off * 0.6
     y = ys[:, None]
@@ -73,7 +74,7 @@ def _teeth_row(width_s: np.ndarray, edge: np.ndarray, crown: np.ndarray, bounds:
         inside = (y >= edge_k) & (y <= edge_k + length)
         t = np.clip((y - edge_k) / np.maximum(length, 1e-3), 0.0, 1.0)
     back = np.clip(s / bounds[-1], 0.0, 1.0)
-    shade = (0.86 + 0.14 * np.sin(np.pi * q) ** 0.7)  # convex crowns: darker where they meet
+    shade = (0.8 + 0.2 * np.sin(np.pi * q) ** 0.6)  # convex crowns: darker where they meet
     shade = shade * (1 - 0.45 * back**2)  # the arch turns away from the light
     body = 0.90 + 0.10 * np.sin(np.pi * np.clip(t * 1.3, 0, 1))  # a little brighter mid-crown
     tip = np.clip(1 - t / 0.12, 0.0, 1.0)  # translucent incisal edge: a touch grey-blue
@@ -131,7 +132,8 @@ class MouthPainter:
         self.anchor = np.array([(rest[UPPER_INNER[0], 0] + rest[UPPER_INNER[-1], 0]) / 2,
                                 (rest[13, 1] + rest[14, 1]) / 2])
         self.anchor_depth = float(rig.depth[13])
-        self.jaw_drop = float(rig.bases[BASES.index("jaw_open"), 14, 1])
+        # the lower teeth drop a little less than the lower lip, which rolls down off them
+        self.jaw_drop = LOWER_TEETH_RIDE * float(rig.bases[BASES.index("jaw_open"), 14, 1])
 
     @staticmethod
     def _gap(points: np.ndarray) -> float:
@@ -153,18 +155,18 @@ class MouthPainter:
             if len(px) >= 8:
                 lum = _lum(px)
                 sat = (px.max(axis=1) - px.min(axis=1)) / np.maximum(px.max(axis=1), 1.0)
-                pick = px[(lum >= np.percentile(lum, 75)) & (sat < 0.35)]
+                pick = px[(lum >= np.percentile(lum, 75)) & (sat < 0.2) & (lum > _lum(self.skin))]
                 if len(pick) >= 3:
                     white = pick if white is None else np.vstack([white, pick])
         skin_tint = self.skin / max(float(self.skin.mean()), 1.0)
         if white is not None:
             w = np.median(white, axis=0)
             wb = w / max(float(w.mean()), 1.0)
-            level = float(np.clip(1.05 * _lum(w), 0.62 * self.highlight, 0.95 * self.highlight))
+            level = float(np.clip(1.05 * _lum(w), 0.8 * self.highlight, 1.0 * self.highlight))
         else:
             wb = np.ones(3)
-            level = 0.85 * self.highlight
-        col = IVORY * np.clip(wb, 0.92, 1.1) * (1 + 0.08 * (skin_tint - 1))
+            level = 0.92 * self.highlight
+        col = IVORY * np.clip(wb, 0.96, 1.04) * (1 + 0.05 * (skin_tint - 1))
         return col / _lum(col) * min(level, 245.0)
 
     def _find_teeth(self, img: np.ndarray, rest: np.ndarray) -> np.ndarray | None:
@@ -216,7 +218,7 @@ class MouthPainter:
         arch = 0.085 * mw * (np.abs(s) / 0.6) ** 2  # the arch's edge rises towards the back
         stomion = (yu_rest + yl_rest) / 2
         centre_mid = np.interp(cx, xs, stomion)
-        edge_u = centre_mid + 0.07 * mw - arch  # upper incisors rest behind the lower lip
+        edge_u = centre_mid + 0.05 * mw - arch  # upper incisors rest just behind the lower lip
         crown_u = 0.21 * mw * (1 - 0.25 * np.abs(s))
         photo_alpha = None
         if self.photo_teeth is not None:
@@ -231,9 +233,9 @@ class MouthPainter:
         up[..., 3] = np.maximum(up[..., 3], gum)
         if photo_alpha is not None:  # the photo's own teeth where it shows them
             up[..., :3] += (photo_rgb - up[..., :3]) * photo_alpha[..., None]
-        lower_col = self.teeth / 255.0 * 0.9
-        # the lower edges: behind the upper ones (overbite), and a little above the lower lip
-        self.edge_lower_rest = np.minimum(edge_u - 0.035 * mw, yl_rest - 0.05 * mw)
+        lower_col = self.teeth / 255.0 * 0.97
+        # the lower edges: behind the upper ones (a small overbite)
+        self.edge_lower_rest = edge_u - 0.05 * mw
         low = _teeth_row(s, self.edge_lower_rest, 0.18 * mw * (1 - 0.25 * np.abs(s)), LOWER_TEETH,
                          lower_col, dark, ys, upper=False)
         self.upper_rgba = self._downsample(up)
@@ -269,6 +271,10 @@ class MouthPainter:
         edge = np.where(has, edge, np.maximum(edge_model, yl_rest + 0.012 * mw))
         k = max(3, int(0.1 * mw * SUPER) | 1)
         edge = np.convolve(np.pad(edge, k // 2, mode="edge"), np.ones(k) / k, mode="valid")
+        # an arch: no tooth hangs lower than the central incisors (no fangs at the sides)
+        s = np.abs(xs - (xs[0] + xs[-1]) / 2) / mw
+        centre = float(np.interp(0.0, (xs - (xs[0] + xs[-1]) / 2) / mw, edge))
+        edge = np.minimum(edge, centre - 0.085 * mw * (s / 0.6) ** 2)
         weight = cv2.GaussianBlur(filled.astype(np.float32), (0, 0), 0.4 * SUPER)
         return edge, weight, rgb / 255.0
 
@@ -311,7 +317,7 @@ class MouthPainter:
         sl = np.sqrt(1 + np.gradient(yl) ** 2)
         d_top = (ys - yu) / su
         d_bot = (yl - ys) / sl
-        soft = max(1.1, 0.022 * mw)
+        soft = max(1.5, 0.03 * mw)
         inside = np.minimum(d_top, d_bot)
         ends = np.clip(np.minimum(xs - xl, xr - xs) / soft + 0.5, 0.0, 1.0)
         a_open = np.clip(inside / soft + 0.5, 0.0, 1.0) * ends * strength
@@ -336,13 +342,14 @@ class MouthPainter:
         # tongue: a dome behind the lower teeth; its tip rises on L, N, T, D, TH
         rr = (xs - (xl + xr) / 2 - shift_u[0]) / (0.5 * mw)
         arch = np.clip(1 - rr**2, 0.0, 1.0)
-        dome = e_low - np.minimum(0.09 * mw, 0.4 * np.maximum(e_low - e_up, 0.0)) * np.sqrt(arch)
+        dome = e_low - 0.035 * mw * np.sqrt(arch)  # it lies on the floor of the mouth: rides the jaw
         tip = max(p.tongue, 0.0) * np.clip(1 - (rr / 0.55) ** 2, 0.0, 1.0) * (dome - e_up - 0.01 * mw)
         t_top = dome - np.maximum(tip, 0.0)
         below = ys - t_top
         a_t = np.clip(below / soft + 0.5, 0.0, 1.0)
         lit = 0.55 + 0.45 * np.exp(-np.maximum(below, 0.0) / (0.08 * mw)) * (1 - 0.6 * np.clip(rr, -1, 1) ** 2)
-        col += (self.tongue_col * lit[..., None] - col) * a_t[..., None]
+        tongue_rgb = self.tongue_col * lit[..., None]
+        col += (tongue_rgb - col) * a_t[..., None]
 
         # the rows of teeth (premultiplied RGBA, shifted into place)
         size = (x1 - x0, y1 - y0)
@@ -350,11 +357,19 @@ class MouthPainter:
         low = cv2.warpAffine(self.lower_rgba, np.float32([[1, 0, ox], [0, 1, oy_u + jaw]]), size,
                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         col = col * (1 - low[..., 3:4]) + low[..., :3]
+        front = None
+        if p.tongue > 0.05:  # the raised tip comes forward between the rows (TH, and the tip of L, N)
+            centre = np.clip((0.45 - np.abs(rr)) / 0.15, 0.0, 1.0)
+            front = a_t * centre * min(p.tongue, 1.0) * np.clip((e_low + 0.03 * mw - ys) / soft, 0, 1)
+            col += (tongue_rgb - col) * front[..., None]
         upr = cv2.warpAffine(self.upper_rgba, np.float32([[1, 0, ox], [0, 1, oy_u]]), size,
                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         # the upper lip's shadow on the top of the teeth
         shade = 0.7 + 0.3 * np.clip(d_top / (0.04 * mw), 0.0, 1.0)
         col = col * (1 - upr[..., 3:4]) + upr[..., :3] * shade[..., None]
+        if front is not None:  # ... and in front of the upper edges, where it touches them
+            tip_front = front * np.clip((ys - e_up + 0.03 * mw) / soft, 0.0, 1.0) * 0.85
+            col += (tongue_rgb - col) * tip_front[..., None]
 
         roi = frame[y0:y1, x0:x1]
         a = a_open[..., None]

@@ -151,8 +151,12 @@ class Rig:
         above = np.clip((mid - y) / (0.12 * H), 0.0, 1.0)
         lift = -0.05 * J * np.exp(-((outside / (0.1 * H)) ** 2)) * (1 - above) * (1 - lower_side)
         jaw[:N_MESH, 1] += lift
+        # the corners drop a third as far, and take the skin around them along (the
+        # modiolus): no crease is stretched out of a corner that moves alone
+        blob = _near(xy, xy[corners], 0.06 * H) * (1 - lower_side)
+        jaw[:N_MESH, 1] += (0.38 * J - jaw[:N_MESH, 1]) * blob
         jaw[corners, 1] = 0.38 * J
-        jaw[corners, 0] = -(x[corners] - mc[0]) * 0.06
+        jaw[:N_MESH, 0] -= (x - mc[0]) * 0.06 * _near(xy, xy[corners], 0.08 * H)
         B["jaw_open"] = jaw
 
         lips = g["lips"]
@@ -206,7 +210,7 @@ class Rig:
         B["lip_close"] = close
         # pressing (M, B, P): the red of each lip rolls in towards the seam; the skin bulges
         press = np.zeros((V, 2))
-        press[:N_MESH, 1] = np.where(body_up, 0.3 * (mid - y), 0.0) + np.where(body_low, 0.3 * (mid - y), 0.0)
+        press[:N_MESH, 1] = np.where(body_up, 0.45 * (mid - y), 0.0) + np.where(body_low, 0.45 * (mid - y), 0.0)
         skin = ~(upper_lip | lower_lip)
         press[:N_MESH, 1] += np.where(skin, 0.012 * H * near_mouth * np.sign(mid - y), 0.0) * lat
         press[corners, 0] = -(x[corners] - mc[0]) * 0.03
@@ -242,8 +246,9 @@ class Rig:
             face_height=H,
             mouth_width=mw,
             warp_rest=np.vstack([_open_slit(xy, mw), inner, outer]),
-            mouth_box=(float(mouth_l[0] - 0.25 * mw), float(mc[1] - 0.3 * mw),
-                       float(mouth_r[0] + 0.25 * mw), float(xy[CHIN, 1] + 0.06 * H)),
+            # the tear: from just above the slit down past the lower lip at its widest opening
+            mouth_box=(float(mouth_l[0] - 0.15 * mw), float(min(mouth_l[1], mouth_r[1], xy[13, 1]) - 0.12 * mw),
+                       float(mouth_r[0] + 0.15 * mw), float(y_lo.max() + 0.13 * H + 0.1 * mw)),
         )
 
     @staticmethod
