@@ -52,7 +52,7 @@ from talker_stream.media import AudioChunk  # noqa: E402
 from talker_stream.sinks import create_sinks  # noqa: E402
 from talker_stream.tts import open_tts  # noqa: E402
 
-from _load import OtherLoad  # noqa: E402
+from _load import OtherLoad, cpu_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [
@@ -276,7 +276,7 @@ def main() -> None:
             summary["spoken"] = table("Spoken", run_spoken(live, conversation, listener, marks, tts, a.count), True)
         live.stop()
         print(f"\nother load while measuring: {load.stop()}")
-        print(f"LLM engine object: {llm_kind} ([llm] isolate = {s.llm.isolate})")
+        print(f"LLM engine object: {llm_kind} ([llm] isolate = {s.llm.isolate}); CPU: {cpu_model()}")
         goals = {"typed": 600, "spoken": 1000}
         for mode, totals in summary.items():
             med = statistics.median(totals)

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _load import OtherLoad
+from _load import OtherLoad, cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [
@@ -32,16 +32,6 @@ QUESTIONS = [
     "Why do cats purr?", "What should I cook for dinner?", "Who wrote Romeo and Juliet?",
     "How many legs does a spider have?", "What is the tallest mountain?", "Do you like music?",
 ]
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def main() -> int:

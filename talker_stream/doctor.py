@@ -41,10 +41,23 @@ def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
 
     out.append(("asr", "faster-whisper", "", WhisperASR.check(settings.asr, settings.base_dir)))
     out.append(("writer", "mp4 (h264+aac)", "", _writer_check()))
+    out.append(("voice rule", settings.tts.engine, "selected", _voice_rule(settings)))
     out += _probes(settings, out)
     portrait = settings.path(settings.avatar.portrait)
     out.append(("portrait", str(portrait), "", None if portrait.is_file() else "file not found; set avatar.portrait"))
     return out
+
+
+def _voice_rule(settings: Settings) -> str | None:
+    """The selected voice's own rule (XTTS: the speaker's consent), as doctor's row."""
+    from .errors import ConfigError
+    from .tts import validate
+
+    try:
+        validate(settings)
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 def _probes(settings: Settings, found: list) -> list[tuple[str, str, str, str | None]]:

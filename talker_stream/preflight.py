@@ -273,7 +273,9 @@ def before_start(settings, llm: str = "", asr: bool = False, say=None) -> bool:
 
     *llm*: "essential", "optional" or "" (not used)."""
     from .errors import EngineUnavailable
+    from .tts import validate as validate_voice
 
+    validate_voice(settings)  # no consent for a cloned voice: stop, never fall back to another voice
     say = say or (lambda line: print(line, file=sys.stderr))
     targets = targets_for(settings, llm=bool(llm), asr=asr)
     results = {r.target: r for r in run(settings, targets)}

@@ -102,9 +102,6 @@ def test_render_with_the_consent_of_another_clip_stops_too(tmp_path):
     assert not (tmp_path / "out.mp4").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="needs talker_stream/preflight.py before_start() to call "
-                   "talker_stream.tts.validate(settings) before probing: today its probe reports the refusal "
-                   "like a crash and `live` falls back to Piper (issue 12 report)")
 def test_live_without_consent_stops_with_the_consent_message(tmp_path):
     cfg = no_consent(tmp_path)
     proc = cli(tmp_path, cfg, "live", "--duration", "3", "--no-stdin", "--say", "Hello there.")
