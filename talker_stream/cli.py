@@ -1,4 +1,4 @@
-"""talker-stream: render | live | chat | serve | doctor | models."""
+"""talker-stream: render | live | chat | serve | engines | doctor | models."""
 from __future__ import annotations
 
 import argparse
@@ -216,6 +216,13 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_engines(args) -> int:
+    from .server.engines import serve_engines
+
+    serve_engines(_settings(args), args.host, args.port)
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .doctor import report
 
@@ -267,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", help="address to bind (overrides serve.host; not loopback: needs $TALKER_INVITE)")
     sv.add_argument("--port", type=int, help="port (overrides serve.port; 0 = any free one)")
     sv.set_defaults(func=cmd_serve)
+
+    en = sub.add_parser("engines", help="serve this machine's LLM, voice and Whisper behind OpenAI-compatible "
+                        "endpoints, for avatars elsewhere")
+    en.add_argument("--host", default="127.0.0.1", help="address to bind (not loopback: needs $TALKER_ENGINES_KEY)")
+    en.add_argument("--port", type=int, default=8800, help="port (0 = any free one)")
+    en.set_defaults(func=cmd_engines)
 
     d = sub.add_parser("doctor", help="which engines, sinks and models work on this machine, and how to fix the rest")
     d.set_defaults(func=cmd_doctor)

@@ -139,7 +139,16 @@ class ModerationSettings:
 
 
 @dataclass
+class TranscribeServiceSettings:
+    base_url: str = "http://127.0.0.1:8800/v1"  # `talker-stream engines` serves here by default
+    model: str = "whisper-1"
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = opt(30.0, 1, 600)
+
+
+@dataclass
 class ASRSettings:
+    engine: str = opt("whisper", choices=("whisper", "openai"))  # openai: a /v1/audio/transcriptions server
     model: str = ""  # CTranslate2 Whisper folder or model name; empty = bundled tiny.en; "multilingual" = bundled base
     language: str = "en"  # "" = detect per turn (needs a multilingual model)
     beam_size: int = opt(1, 1, 10)
@@ -151,6 +160,7 @@ class ASRSettings:
     barge_in_ms: int = opt(200, 50, 5000)
     max_turn_seconds: float = opt(30.0, 1, 600)
     isolate: bool = True  # Whisper (CTranslate2, native code) runs in a supervised worker process
+    openai: TranscribeServiceSettings = field(default_factory=TranscribeServiceSettings)
 
 
 @dataclass

@@ -206,7 +206,7 @@ AREAS = {
     "live": ["test_live.py", "test_live_cli.py", "test_server.py", "test_web_page.py", "test_webrtc.py"],
     "sinks": ["test_sink_record.py", "test_sink_rtmp.py", "test_sink_obs.py", "test_sink_virtualcam.py"],
     "brain": ["test_llm.py", "test_asr.py", "test_conversation.py", "test_crash.py", "test_chat.py",
-              "test_knowledge.py", "test_models.py"],
+              "test_knowledge.py", "test_models.py", "test_services.py"],
     "chat": ["test_questions.py", "test_audience.py", "test_flood.py", "test_twitch.py", "test_youtube.py",
              "test_bilibili.py", "test_discord.py"],
     "plugins": ["test_xtts.py", "test_wav2lip.py", "test_voice_choice.py"],

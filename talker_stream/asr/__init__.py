@@ -18,7 +18,12 @@ __all__ = ["Heard", "Listener", "SileroVAD", "SpeechStarted", "TurnDetector", "T
 
 def open_asr(settings, threads: int | None = None) -> WhisperASR:
     """The Whisper model configured in [asr] (paths relative to the config file), in a
-    supervised worker process unless [asr] isolate is off (CTranslate2 is native code)."""
+    supervised worker process unless [asr] isolate is off (CTranslate2 is native code); or
+    a transcription server with [asr] engine = "openai"."""
+    if settings.asr.engine == "openai":
+        from .openai_transcribe import OpenAITranscribeASR
+
+        return OpenAITranscribeASR(settings.asr, base_dir=settings.base_dir)
     if settings.asr.isolate:
         from .isolated import IsolatedASR
 
