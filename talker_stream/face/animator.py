@@ -29,6 +29,12 @@ class MeshAvatar:
         h, w = self.image.shape[:2]
         return w, h
 
+    def lip_travel(self, d: np.ndarray) -> float:
+        """How far the lower lip moved against the upper one (px); 0 when the lips hold."""
+        move = abs(float(d[14, 1] - d[13, 1]))
+        # below a few pixels the fixed-point step is right to within a fraction of a pixel
+        return move if move > max(0.75, 0.04 * self.rig.mouth_width) else 0.0
+
     def head_mask(self) -> np.ndarray:
         """Pixels the animator may change (True); everything else stays as photographed."""
         m = np.zeros(self.image.shape[:2], dtype=bool)
@@ -74,7 +80,7 @@ class MeshAnimator:
         frame = avatar.image.copy() if out is None else out
         d = avatar.rig.displacement(params)
         source = avatar.eyelids.close(avatar.image, params.blink_l, params.blink_r)
-        avatar.warper.warp(source, d, frame, exact=abs(params.jaw_open) > 0.005)
+        avatar.warper.warp(source, d, frame, exact=avatar.lip_travel(d))
         moved = avatar.rig.rest[:N_MESH] + d[:N_MESH]
         avatar.mouth.paint(frame, moved, params)
         return frame

@@ -46,8 +46,27 @@ def _lum(rgb: np.ndarray) -> np.ndarray:
 
 
 def _curve(points: np.ndarray, x: np.ndarray) -> np.ndarray:
-    order = np.argsort(points[:, 0], kind="stable")
-    return np.interp(x, points[order, 0], points[order, 1])
+    px = points[:, 0]
+    if not (px[1:] >= px[:-1]).all():
+        order = np.argsort(px, kind="stable")
+        return np.interp(x, px[order], points[order, 1])
+    return np.interp(x, px, points[:, 1])
+
+
+def _clip(x, lo: float, hi: float):
+    """np.clip without its Python wrapper (a few microseconds a call, many calls a frame)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
+def _slope(y: np.ndarray) -> np.ndarray:
+    """dy/dx of a curve sampled at unit steps (central differences, one-sided at the ends)."""
+    g = np.empty_like(y)
+    if len(y) < 2:
+        g[:] = 0
+        return g
+    g[1:-1] = (y[2:] - y[:-2]) * 0.5
+    g[0], g[-1] = y[1] - y[0], y[-1] - y[-2]
+    return g
 
 
 def _teeth_row(width_s: np.ndarray, edge: np.ndarray, crown: np.ndarray, bounds: np.ndarray,
@@ -241,7 +260,11 @@ class MouthPainter:
         self.upper_rgba = self._downsample(up)
         self.lower_rgba = self._downsample(low)
         self.edge_upper_rest = edge_u[S // 2 :: S]
+        self.edge_lower_sampled = self.edge_lower_rest[S // 2 :: S]
         self.patch_x = xs[S // 2 :: S]
+        self._cav_edge = self.cavity_edge.astype(np.float32)
+        self._cav_step = (self.cavity_deep - self.cavity_edge).astype(np.float32)
+        self._tongue = self.tongue_col.astype(np.float32)
 
     def _photo_row(self, img, rest, xs, ys, yu_rest, yl_rest, edge_model):
         """The photo's upper teeth on the supersampled grid: incisal edge, colour and how
@@ -291,86 +314,98 @@ class MouthPainter:
     # -- per frame -------------------------------------------------------------------------
 
     def paint(self, frame: np.ndarray, points: np.ndarray, params: FaceParams | None = None) -> None:
-        """Draw the mouth interior for deformed landmark *points* into *frame* in place."""
+        """Draw the mouth interior for deformed landmark *points* into *frame* in place.
+
+        Every layer is a few whole-array operations on the opening's bounding box (float32),
+        and a layer that cannot be seen in this frame is skipped: this runs on every
+        speaking frame, inside the animator's budget."""
         mw = self.mouth_width
-        extra = self._gap(points) - self.rest_gap
-        strength = float(np.clip(extra / (REST_SLACK * mw + 1e-6), 0.0, 1.0))
+        up_pts, low_pts = points[UPPER_INNER, :2], points[LOWER_INNER, :2]
+        extra = float(low_pts[4:7, 1].mean() - up_pts[4:7, 1].mean()) - self.rest_gap
+        strength = min(max(extra / (REST_SLACK * mw + 1e-6), 0.0), 1.0)
         strength = strength * strength * (3 - 2 * strength)
         if strength <= 0.004:
             return
         p = params or FaceParams()
-        up_pts, low_pts = points[UPPER_INNER, :2], points[LOWER_INNER, :2]
-        allp = np.vstack([up_pts, low_pts])
-        x0, y0 = np.floor(allp.min(axis=0)).astype(int) - 2
-        x1, y1 = np.ceil(allp.max(axis=0)).astype(int) + 3
-        h, w = frame.shape[:2]
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        x0 = max(int(min(up_pts[:, 0].min(), low_pts[:, 0].min())) - 2, 0)
+        x1 = min(int(max(up_pts[:, 0].max(), low_pts[:, 0].max())) + 3, frame.shape[1])
+        y0 = max(int(min(up_pts[:, 1].min(), low_pts[:, 1].min())) - 2, 0)
+        y1 = min(int(max(up_pts[:, 1].max(), low_pts[:, 1].max())) + 3, frame.shape[0])
         if x1 - x0 < 2 or y1 - y0 < 2:
             return
-        xs = np.arange(x0, x1, dtype=np.float32)
-        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
-        yu = _curve(up_pts, xs).astype(np.float32)
-        yl = _curve(low_pts, xs).astype(np.float32)
+        f32 = np.float32
+        xs = np.arange(x0, x1, dtype=f32)
+        ys = np.arange(y0, y1, dtype=f32)[:, None]
+        yu = _curve(up_pts, xs).astype(f32)
+        yl = _curve(low_pts, xs).astype(f32)
         xl, xr = float(up_pts[0, 0]), float(up_pts[-1, 0])
-        # distance into the opening from each lip, along the contour's normal
-        su = np.sqrt(1 + np.gradient(yu) ** 2)
-        sl = np.sqrt(1 + np.gradient(yl) ** 2)
-        d_top = (ys - yu) / su
-        d_bot = (yl - ys) / sl
         soft = max(1.5, 0.03 * mw)
-        inside = np.minimum(d_top, d_bot)
-        ends = np.clip(np.minimum(xs - xl, xr - xs) / soft + 0.5, 0.0, 1.0)
-        a_open = np.clip(inside / soft + 0.5, 0.0, 1.0) * ends * strength
+        # distance into the opening from each lip along the contour's normal, in ramp widths
+        ku = f32(1 / soft) / np.sqrt(1 + _slope(yu) ** 2)
+        kl = f32(1 / soft) / np.sqrt(1 + _slope(yl) ** 2)
+        d_top = (ys - yu) * ku
+        inside = np.minimum(d_top, (yl - ys) * kl)
+        ends = _clip(np.minimum(xs - xl, xr - xs) / soft + 0.5, 0.0, 1.0) * strength
+        a_open = _clip(inside + 0.5, 0.0, 1.0)
+        a_open *= ends
 
         # cavity: lit from the front, darkest deep in the middle
         gap = np.maximum(yl - yu, 1e-3)
-        half_w = max((xr - xl) / 2, 1.0)
-        r2 = np.clip(((xs - (xl + xr) / 2) / half_w) ** 2, 0.0, 1.0)
-        depth = np.clip(inside / (0.5 * gap), 0.0, 1.0) ** 1.3 * (1 - 0.6 * r2)
-        col = self.cavity_edge + (self.cavity_deep - self.cavity_edge) * depth[..., None]
+        cxm = (xl + xr) / 2
+        r2 = np.minimum(((xs - cxm) / max((xr - xl) / 2, 1.0)) ** 2, 1.0)
+        depth = np.minimum(inside * (2 * soft / gap), 1.0)
+        depth *= 1 - 0.6 * r2
+        col = self._cav_edge + depth[..., None] * self._cav_step
 
         # where the rows of teeth are in this frame: head motion, and the jaw for the lower row
-        head = self.rig.head_motion(p, self.anchor, self.anchor_depth)
-        shift_u = head - self.anchor
+        shift_u = self.rig.head_motion(p, self.anchor, self.anchor_depth) - self.anchor
         jaw = max(p.jaw_open, 0.0) * self.jaw_drop
-        shift_l = shift_u + np.array([0.0, jaw])
-        ox = float(self.patch_origin[0] + shift_u[0]) - x0
-        ex = xs - shift_u[0]
-        e_up = np.interp(ex, self.patch_x, self.edge_upper_rest) + shift_u[1]
-        e_low = np.interp(ex, self.patch_x, self.edge_lower_rest[SUPER // 2 :: SUPER]) + shift_l[1]
+        ex = xs - f32(shift_u[0])
+        e_up = np.interp(ex, self.patch_x, self.edge_upper_rest).astype(f32) + f32(shift_u[1])
+        e_low = np.interp(ex, self.patch_x, self.edge_lower_sampled).astype(f32) + f32(shift_u[1] + jaw)
 
-        # tongue: a dome behind the lower teeth; its tip rises on L, N, T, D, TH
-        rr = (xs - (xl + xr) / 2 - shift_u[0]) / (0.5 * mw)
-        arch = np.clip(1 - rr**2, 0.0, 1.0)
-        dome = e_low - 0.035 * mw * np.sqrt(arch)  # it lies on the floor of the mouth: rides the jaw
-        tip = max(p.tongue, 0.0) * np.clip(1 - (rr / 0.55) ** 2, 0.0, 1.0) * (dome - e_up - 0.01 * mw)
-        t_top = dome - np.maximum(tip, 0.0)
-        below = ys - t_top
-        a_t = np.clip(below / soft + 0.5, 0.0, 1.0)
-        lit = 0.55 + 0.45 * np.exp(-np.maximum(below, 0.0) / (0.08 * mw)) * (1 - 0.6 * np.clip(rr, -1, 1) ** 2)
-        tongue_rgb = self.tongue_col * lit[..., None]
-        col += (tongue_rgb - col) * a_t[..., None]
+        # tongue: a dome on the floor of the mouth, behind the lower teeth; its tip rises
+        # (L, N, T, D, TH) towards the upper teeth and comes forward between the rows
+        rr = _clip((ex - cxm) / (0.5 * mw), -1.0, 1.0)
+        dome = e_low - 0.05 * mw * np.sqrt(1 - rr * rr)
+        tongue = min(max(p.tongue, 0.0), 1.0)
+        front = None
+        if tongue > 0.05 or float((dome - e_up).max()) > 0.5:
+            if tongue > 0.05:
+                dome = dome - tongue * _clip(1 - (rr / 0.55) ** 2, 0.0, 1.0) * np.maximum(dome - e_up - 0.01 * mw, 0)
+            below = ys - dome
+            a_t = _clip(below * f32(1 / soft) + 0.5, 0.0, 1.0)
+            lit = _clip(1 - below * f32(1 / (0.1 * mw)), 0.0, 1.0)
+            lit *= 0.45 * (1 - 0.6 * rr * rr)
+            lit += 0.55
+            tongue_rgb = lit[..., None] * self._tongue
+            col += (tongue_rgb - col) * a_t[..., None]
+            if tongue > 0.05:
+                centre = _clip((0.45 - np.abs(rr)) / 0.15, 0.0, 1.0) * tongue
+                front = a_t * centre * _clip((e_low + 0.03 * mw - ys) * f32(1 / soft), 0, 1)
+                col += (tongue_rgb - col) * front[..., None]
 
         # the rows of teeth (premultiplied RGBA, shifted into place)
         size = (x1 - x0, y1 - y0)
-        oy_u = float(self.patch_origin[1] + shift_u[1]) - y0
-        low = cv2.warpAffine(self.lower_rgba, np.float32([[1, 0, ox], [0, 1, oy_u + jaw]]), size,
+        ox = float(self.patch_origin[0] + shift_u[0]) - x0
+        oy = float(self.patch_origin[1] + shift_u[1]) - y0
+        if float((yl - e_low).max()) > 0.3:  # the lower row shows above the lower lip
+            low = cv2.warpAffine(self.lower_rgba, np.float32([[1, 0, ox], [0, 1, oy + jaw]]), size,
+                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            col *= 1 - low[..., 3:4]
+            col += low[..., :3]
+        upr = cv2.warpAffine(self.upper_rgba, np.float32([[1, 0, ox], [0, 1, oy]]), size,
                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        col = col * (1 - low[..., 3:4]) + low[..., :3]
-        front = None
-        if p.tongue > 0.05:  # the raised tip comes forward between the rows (TH, and the tip of L, N)
-            centre = np.clip((0.45 - np.abs(rr)) / 0.15, 0.0, 1.0)
-            front = a_t * centre * min(p.tongue, 1.0) * np.clip((e_low + 0.03 * mw - ys) / soft, 0, 1)
-            col += (tongue_rgb - col) * front[..., None]
-        upr = cv2.warpAffine(self.upper_rgba, np.float32([[1, 0, ox], [0, 1, oy_u]]), size,
-                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        col *= 1 - upr[..., 3:4]
         # the upper lip's shadow on the top of the teeth
-        shade = 0.7 + 0.3 * np.clip(d_top / (0.04 * mw), 0.0, 1.0)
-        col = col * (1 - upr[..., 3:4]) + upr[..., :3] * shade[..., None]
-        if front is not None:  # ... and in front of the upper edges, where it touches them
-            tip_front = front * np.clip((ys - e_up + 0.03 * mw) / soft, 0.0, 1.0) * 0.85
+        shade = _clip(d_top * f32(soft / (0.04 * mw)), 0.0, 1.0)
+        shade *= 0.3
+        shade += 0.7
+        col += upr[..., :3] * shade[..., None]
+        if front is not None:  # the tongue tip in front of the upper edges, where it touches them
+            tip_front = front * _clip((ys - e_up + 0.03 * mw) * f32(1 / soft), 0.0, 1.0) * 0.85
             col += (tongue_rgb - col) * tip_front[..., None]
 
         roi = frame[y0:y1, x0:x1]
-        a = a_open[..., None]
-        roi[:] = np.clip(roi * (1 - a) + col * a + 0.5, 0, 255).astype(np.uint8)
+        np.minimum(np.maximum(col, 0, out=col), 255, out=col)
+        roi[:] = cv2.blendLinear(roi, col.astype(np.uint8), 1 - a_open, a_open)

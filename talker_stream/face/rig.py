@@ -90,7 +90,8 @@ class Rig:
     face_height: float
     mouth_width: float
     warp_rest: np.ndarray  # V x 2: *rest* with the lips a hair apart (the warp's triangles)
-    mouth_box: tuple[float, float, float, float]  # x0, y0, x1, y1: where the jaw tears the field
+    # x0, y0, x1, y1 where the jaw tears the field, and the lower lip's lowest y at rest
+    mouth_box: tuple[float, float, float, float, float]
 
     @classmethod
     def build(cls, face: Face) -> "Rig":
@@ -247,8 +248,9 @@ class Rig:
             mouth_width=mw,
             warp_rest=np.vstack([_open_slit(xy, mw), inner, outer]),
             # the tear: from just above the slit down past the lower lip at its widest opening
-            mouth_box=(float(mouth_l[0] - 0.15 * mw), float(min(mouth_l[1], mouth_r[1], xy[13, 1]) - 0.12 * mw),
-                       float(mouth_r[0] + 0.15 * mw), float(y_lo.max() + 0.13 * H + 0.1 * mw)),
+            mouth_box=(float(mouth_l[0] - 0.06 * mw), float(min(mouth_l[1], mouth_r[1], xy[13, 1]) - 0.12 * mw),
+                       float(mouth_r[0] + 0.06 * mw), float(y_lo.max() + 0.13 * H + 0.1 * mw),
+                       float(xy[LOWER_OUTER, 1].max() + 0.05 * mw)),
         )
 
     @staticmethod
@@ -292,6 +294,15 @@ class Rig:
     def _pose(self, p: FaceParams) -> tuple[np.ndarray, float] | None:
         if not (p.yaw or p.pitch or p.roll or p.lift):
             return None
+        key = (p.yaw, p.pitch, p.roll, p.lift)
+        cached = self.__dict__.get("_pose_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        pose = self._rotation(p)
+        self.__dict__["_pose_cache"] = (key, pose)  # the painter asks again for the same frame
+        return pose
+
+    def _rotation(self, p: FaceParams) -> tuple[np.ndarray, float]:
         a, b, r = np.radians([p.pitch, p.yaw, p.roll])
         rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
         ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])

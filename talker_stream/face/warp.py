@@ -49,57 +49,67 @@ class MeshWarper:
         )
         self.base_x = (gx - self.x0).astype(np.float32)
         self.base_y = (gy - self.y0).astype(np.float32)
+        self._base = np.dstack([self.base_x, self.base_y])  # region coordinates
+        self._base_abs = np.dstack([gx, gy]).astype(np.float32)  # image coordinates
         self.mask = np.zeros(len(pix), dtype=bool)
         self.mask[inside] = True
         self.mask = self.mask.reshape(self.shape)
         self.triangles = tri.simplices
         self.columns = None
         if columns is not None:  # image coordinates -> region coordinates, clipped
-            cx0, cy0, cx1, cy1 = columns
+            cx0, cy0, cx1, cy1, cy_lip = columns
             bx0, by0 = max(int(np.floor(cx0)) - self.x0, 0), max(int(np.floor(cy0)) - self.y0, 0)
             bx1, by1 = min(int(np.ceil(cx1)) - self.x0, rw), min(int(np.ceil(cy1)) - self.y0, rh)
             if bx1 - bx0 >= 2 and by1 - by0 >= 3:
-                hb, wb = by1 - by0, bx1 - bx0
                 self.columns = (bx0, by0, bx1, by1)
-                self._rows = np.arange(hb, dtype=np.float32)[:, None]
-                self._col_of = np.repeat(np.arange(wb), hb)
-                self._col_first = self._col_of * hb
-                self._targets = self._rows[:, 0][None, :] + np.zeros((wb, 1), np.float32)
+                # rows always inverted: down to the lower lip at rest; more as the lip moves
+                self._lip_rows = int(np.clip(np.ceil(cy_lip) - self.y0 - by0, 3, by1 - by0))
+                self._rows = np.arange(by1 - by0, dtype=np.float32)[:, None]
 
-    def warp(self, image: np.ndarray, displacement: np.ndarray, out: np.ndarray, exact: bool = False) -> None:
+    def warp(self, image: np.ndarray, displacement: np.ndarray, out: np.ndarray, exact: float = 0.0) -> None:
         """Write *image* warped by per-vertex *displacement* into *out* (same shape).
 
         Only the region of interest is touched; the caller owns the rest of *out*.
-        *exact*: invert the mouth box column by column (when the lips have moved).
+        *exact*: when > 0, how far (px) the lower lip has moved; the mouth box is then
+        inverted column by column, from above the lips to that far below the lower lip.
         """
-        field = (self.weights @ displacement.astype(np.float32)).reshape(*self.shape, 2)
+        d = displacement.astype(np.float32)
+        # x and y as two sparse products (scipy's single-vector kernel is the faster one)
+        field = np.empty((self.weights.shape[0], 2), np.float32)
+        field[:, 0] = self.weights @ d[:, 0]
+        field[:, 1] = self.weights @ d[:, 1]
+        field = field.reshape(*self.shape, 2)
         # first guess x1 = p - d(p); refined x2 = p - d(x1), sampled with a remap
-        mx = self.base_x - field[..., 0]
-        my = self.base_y - field[..., 1]
-        refined = cv2.remap(field, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mx = self.base_x - refined[..., 0] + self.x0
-        my = self.base_y - refined[..., 1] + self.y0
-        if exact and self.columns is not None:
-            self._invert_columns(field, mx, my)
-        out[self.y0 : self.y1, self.x0 : self.x1] = cv2.remap(
-            image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-        )
+        # (both maps as one two-channel array: fewer passes over the region)
+        first = cv2.subtract(self._base, field)
+        refined = cv2.remap(field, first, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        maps = cv2.subtract(self._base_abs, refined, dst=first)
+        if exact > 0 and self.columns is not None:
+            self._invert_columns(field, maps, exact)
+        region = out[self.y0 : self.y1, self.x0 : self.x1]
+        if np.may_share_memory(region, image):
+            region[:] = cv2.remap(image, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        else:  # straight into the frame
+            cv2.remap(image, maps, None, cv2.INTER_LINEAR, dst=region, borderMode=cv2.BORDER_REFLECT)
 
-    def _invert_columns(self, field: np.ndarray, mx: np.ndarray, my: np.ndarray) -> None:
+    def _invert_columns(self, field: np.ndarray, maps: np.ndarray, reach: float) -> None:
         """Exact backward map in the mouth box: per column, rest row -> shown row is made
         monotone and inverted (linear between rows, extrapolated past the box's ends)."""
-        bx0, by0, bx1, by1 = self.columns
-        hb = by1 - by0
-        fy = field[by0:by1, bx0:bx1, 1]
-        shown = np.maximum.accumulate(self._rows + fy, axis=0) + self._rows * 1e-3
-        span = float(shown.max() - shown.min()) + hb + 4.0
-        offset = (np.arange(bx1 - bx0, dtype=np.float32) * span)[:, None]
+        bx0, by0, bx1, _ = self.columns
+        hb = min(self._lip_rows + int(np.ceil(reach)) + 3, len(self._rows))
+        wb = bx1 - bx0
+        rows = self._rows[:hb]
+        shown = np.maximum.accumulate(rows + field[by0 : by0 + hb, bx0:bx1, 1], axis=0)
+        shown += rows * 1e-3
+        span = float(shown[-1].max() - shown[0].min()) + hb + 4.0
+        offset = np.arange(wb, dtype=np.float32)[:, None] * np.float32(span)
         flat = (shown.T + offset).ravel()
-        idx = np.searchsorted(flat, (self._targets + offset).ravel())
-        first = self._col_first
-        lo = np.clip(idx - 1, first, first + hb - 2)
-        f_lo, f_hi = flat[lo], flat[lo + 1]
-        t = ((self._targets + offset).ravel() - f_lo) / np.maximum(f_hi - f_lo, 1e-6)
-        src_row = (lo - first) + t
+        targets = (rows.T + offset).ravel()
+        idx = np.searchsorted(flat, targets)
+        first = np.repeat(np.arange(0, wb * hb, hb), hb)
+        lo = np.minimum(np.maximum(idx - 1, first), first + hb - 2)
+        f_lo = flat[lo]
+        t = (targets - f_lo) / np.maximum(flat[lo + 1] - f_lo, 1e-6)
+        t += lo - first
         # x keeps the fixed-point step's answer (sideways motion is smooth: puckering lips)
-        my[by0:by1, bx0:bx1] = src_row.reshape(bx1 - bx0, hb).T + (by0 + self.y0)
+        maps[by0 : by0 + hb, bx0:bx1, 1] = t.reshape(wb, hb).T + (by0 + self.y0)
