@@ -1,7 +1,7 @@
 """Full render job speed: text -> real voice -> mesh face -> H.264/AAC mp4, on this CPU.
 
 A fixed three-sentence English paragraph is rendered with the sample portrait through
-``talker_stream.render.render`` with each TTS engine (piper, espeak; no fallback, so the
+``talker_stream.offline.render`` with each TTS engine (piper, espeak; no fallback, so the
 engine named is the engine measured), several runs each, interleaved. Per engine it
 reports the median media seconds, wall seconds and real-time factor (wall / media, below
 1 is faster than real time). ``RenderResult.wall_seconds`` starts after the portrait is
@@ -37,7 +37,7 @@ from pathlib import Path  # noqa: E402
 
 from talker_stream.config import load_settings  # noqa: E402
 from talker_stream.lipsync import measure_file  # noqa: E402
-from talker_stream.render import render  # noqa: E402
+from talker_stream.offline import render  # noqa: E402
 from talker_stream.writer import probe  # noqa: E402
 
 from _load import OtherLoad, cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)

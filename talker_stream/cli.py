@@ -40,7 +40,7 @@ def _settings(args):
 def cmd_render(args) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .render import read_text_pieces, render
+    from .offline import read_text_pieces, render
 
     settings = _settings(args)
     output = args.output or str(settings.path(settings.render.output))

@@ -51,7 +51,7 @@ class LiveAvatar:
     """The always-on avatar. ``start()``, then ``say()`` and ``interrupt()`` from any thread."""
 
     def __init__(self, settings: Settings, sinks: list, tts=None, engine=None, portrait: np.ndarray | None = None):
-        from .render import face_engine
+        from .offline import face_engine
         from .tts import open_tts
 
         self.settings = settings

@@ -94,7 +94,7 @@ def _probe_tts(settings, name: str) -> str:
 def _probe_face(settings, name: str) -> str:
     from .face import FaceParams, render_frame
     from .portrait import load_portrait
-    from .render import face_engine
+    from .offline import face_engine
 
     engine = face_engine(settings)
     avatar = engine.prepare(load_portrait(settings.path(settings.avatar.portrait)))

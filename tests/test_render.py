@@ -55,7 +55,7 @@ def test_pixels_outside_the_head_do_not_change(piper_clip, avatar):
 
 
 def test_espeak_voice_renders_too(tmp_path):
-    from talker_stream.render import render
+    from talker_stream.offline import render
 
     out = tmp_path / "espeak.mp4"
     settings = make_settings(**{"tts.engine": "espeak", "tts.espeak.voice": "cmn"})
@@ -70,7 +70,7 @@ def test_render_from_an_audio_file_follows_that_audio(tmp_path):
     import soundfile as sf
 
     from talker_stream.lipsync import measure_file
-    from talker_stream.render import render
+    from talker_stream.offline import render
 
     rate = 22050
     t = np.arange(int(rate * 4.0)) / rate
@@ -97,7 +97,7 @@ def test_cli_render_prints_a_summary(tmp_path, capsys):
 
 @pytest.mark.parametrize("fps", [30.0, 29.97])
 def test_other_frame_rates_keep_the_streams_together(tmp_path, fps):
-    from talker_stream.render import render
+    from talker_stream.offline import render
 
     out = tmp_path / f"fps{fps}.mp4"
     render(make_settings(**{"video.fps": fps}), out, text=["One more sentence at another rate."])

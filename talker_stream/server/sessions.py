@@ -76,7 +76,7 @@ class Session:
     def __init__(self, engines: SharedEngines, loop: asyncio.AbstractEventLoop, address: str) -> None:
         from ..conversation import open_conversation
         from ..live import LiveAvatar
-        from ..render import face_engine
+        from ..offline import face_engine
         from ..sinks.webrtc import WebRTCSink
 
         self.id = secrets.token_urlsafe(12)

@@ -21,9 +21,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from talker_stream.adapters import ChatMessage
-from talker_stream.adapters.aio import AsyncAdapter, Backoff, RecentSet
-from talker_stream.config import opt
+from talker_stream.plugin import ChatMessage
+from talker_stream.plugin import AsyncAdapter, Backoff, RecentSet
+from talker_stream.plugin import opt
 
 from . import protocol, web
 from .protocol import Danmaku, Paid

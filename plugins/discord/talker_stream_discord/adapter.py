@@ -28,9 +28,9 @@ from pathlib import Path
 import discord
 from discord import app_commands
 
-from talker_stream.adapters import ChatMessage
-from talker_stream.config import opt
-from talker_stream.errors import EngineUnavailable
+from talker_stream.plugin import ChatMessage
+from talker_stream.plugin import opt
+from talker_stream.plugin import EngineUnavailable
 
 from .text import split_message, strip_mentions
 from .voice import VoiceOrigin, VoiceSession, voice_problem
@@ -439,15 +439,15 @@ class DiscordAdapter:
 
     def _settings(self):
         if self.settings is None:
-            from talker_stream.config import load_settings
+            from talker_stream.plugin import load_settings
 
             self.settings = load_settings(None)
         return self.settings
 
     def _open_engines(self) -> None:
         """TTS and Whisper, once, at the first /join (a text-only bot never loads them)."""
-        from talker_stream.asr import open_asr
-        from talker_stream.tts import open_tts
+        from talker_stream.plugin import open_asr
+        from talker_stream.plugin import open_tts
 
         if self.tts is None:
             self.tts = open_tts(self._settings(), live=True)

@@ -33,10 +33,10 @@ import discord
 import numpy as np
 from discord.ext import voice_recv
 
-from talker_stream.adapters import ChatMessage
-from talker_stream.asr import SpeechStarted, TurnDetector, TurnEnded
-from talker_stream.asr.listener import StreamResampler
-from talker_stream.asr.vad import SAMPLE_RATE, SileroVAD
+from talker_stream.plugin import ChatMessage
+from talker_stream.plugin import SpeechStarted, TurnDetector, TurnEnded
+from talker_stream.plugin import StreamResampler
+from talker_stream.plugin import SAMPLE_RATE, SileroVAD
 
 from .audio import RATE, SpeechSource, from_discord
 

@@ -33,10 +33,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from talker_stream.clock import MediaClock
-from talker_stream.config import opt
-from talker_stream.sinks import OutFrame
-from talker_stream.writer import AVEncoder
+from talker_stream.plugin import MediaClock
+from talker_stream.plugin import opt
+from talker_stream.plugin import OutFrame
+from talker_stream.plugin import AVEncoder
 
 from .scene import caption_text, ensure_scene, set_caption
 

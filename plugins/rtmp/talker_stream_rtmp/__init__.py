@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from talker_stream.clock import MediaClock
-from talker_stream.config import opt
-from talker_stream.errors import TalkerError
-from talker_stream.sinks import OutFrame
-from talker_stream.writer import AVEncoder
+from talker_stream.plugin import MediaClock
+from talker_stream.plugin import opt
+from talker_stream.plugin import TalkerError
+from talker_stream.plugin import OutFrame
+from talker_stream.plugin import AVEncoder
 
 from .relay import Relay
 

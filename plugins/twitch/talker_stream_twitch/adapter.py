@@ -27,10 +27,10 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from talker_stream.adapters import ChatMessage
-from talker_stream.adapters.aio import AsyncAdapter, Backoff
-from talker_stream.config import opt
-from talker_stream.errors import ConfigError
+from talker_stream.plugin import ChatMessage
+from talker_stream.plugin import AsyncAdapter, Backoff
+from talker_stream.plugin import opt
+from talker_stream.plugin import ConfigError
 
 from .chat import MAX_CHAT_CHARS, TwitchHandle, chunks, is_privileged, outgoing_text, to_chat_message
 from .irc import IrcMessage, LineBuffer, format_line, parse_line

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from talker_stream.adapters import ChatMessage
+from talker_stream.plugin import ChatMessage
 
 from .irc import IrcMessage
 

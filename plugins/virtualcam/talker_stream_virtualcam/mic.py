@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from talker_stream.errors import EngineUnavailable
+from talker_stream.plugin import EngineUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from talker_stream.config import opt
-from talker_stream.errors import ConfigError, EngineUnavailable
+from talker_stream.plugin import opt
+from talker_stream.plugin import ConfigError, EngineUnavailable
 
 from .mic import PulseMic
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from talker_stream.errors import EngineUnavailable
+from talker_stream.plugin import EngineUnavailable
 
 from .network import Wav2Lip
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from talker_stream.clock import MediaClock
-from talker_stream.errors import EngineUnavailable, InputError
-from talker_stream.face.animator import MeshAnimator, MeshAvatar
-from talker_stream.face.params import FaceParams
+from talker_stream.plugin import MediaClock
+from talker_stream.plugin import EngineUnavailable, InputError
+from talker_stream.plugin import MeshAnimator, MeshAvatar
+from talker_stream.plugin import FaceParams
 
 from .options import Wav2LipOptions
 

@@ -26,8 +26,8 @@ from typing import Callable
 
 import numpy as np
 
-from talker_stream.clock import MediaClock
-from talker_stream.errors import EngineUnavailable
+from talker_stream.plugin import MediaClock
+from talker_stream.plugin import EngineUnavailable
 
 from .mel import MEL_FPS, melspectrogram, to_16k, windows_at
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from talker_stream.config import opt
+from talker_stream.plugin import opt
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from talker_stream.errors import EngineUnavailable
+from talker_stream.plugin import EngineUnavailable
 
 from .crop import HALF
 from .network import ConvBlock, Wav2Lip

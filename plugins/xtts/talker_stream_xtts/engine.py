@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from talker_stream.errors import EngineUnavailable
-from talker_stream.media import AudioChunk
+from talker_stream.plugin import EngineUnavailable
+from talker_stream.plugin import AudioChunk
 
 from .options import XttsOptions, resolve
 from .voice import load_voice

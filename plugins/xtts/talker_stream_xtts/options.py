@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from talker_stream.config import opt
-from talker_stream.errors import ConfigError
+from talker_stream.plugin import opt
+from talker_stream.plugin import ConfigError
 
 LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "pl", "tr", "ru", "nl", "cs", "ar", "zh-cn", "hu", "ko", "ja", "hi")
 

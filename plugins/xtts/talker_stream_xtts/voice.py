@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from talker_stream.audio import read_audio
-from talker_stream.errors import InputError
+from talker_stream.plugin import read_audio
+from talker_stream.plugin import InputError
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from talker_stream.adapters import ChatMessage
-from talker_stream.adapters.aio import AsyncAdapter, Backoff, RecentSet
-from talker_stream.config import opt
+from talker_stream.plugin import ChatMessage
+from talker_stream.plugin import AsyncAdapter, Backoff, RecentSet
+from talker_stream.plugin import opt
 
 from .messages import AUTH, ENDED, QUOTA, RATE, error_reason, to_message
 

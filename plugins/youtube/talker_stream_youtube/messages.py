@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from talker_stream.adapters import ChatMessage
+from talker_stream.plugin import ChatMessage
 
 PLATFORM = "youtube"
 

@@ -1,6 +1,10 @@
 """Shared fixtures (the sample portrait, settings, one real render reused by many tests),
 the rule that a missing service fails its tests, and the per-area summary at the end.
 
+One file at the root serves the core's tests (tests/) and each plugin's (plugins/NAME/tests/):
+the core's test helpers (tests/services.py, tests/adapter_harness.py) and each plugin's fakes
+are importable from any of them (tests/test_flood.py drives all four chat plugins).
+
 A missing service is a failure, not a skip: a test that needs OBS, nginx-rtmp, Chromium and
 Playwright, ngircd, PulseAudio, PortAudio or a plugin calls ``need()`` / ``need_module()``
 (or carries ``requires(...)``), which FAILS it when the thing is missing, so a half-failed
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +25,10 @@ import pytest
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent
+for _folder in [ROOT / "tests", *sorted(ROOT.glob("plugins/*/tests"))]:
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 PORTRAIT = ROOT / "examples" / "portrait.png"
 SIX_SECONDS = (
     "Hello, and welcome to the stream. Today we are going to build a talking avatar "
@@ -63,7 +71,7 @@ def make_settings(**overrides):
 @pytest.fixture(scope="session")
 def piper_clip(tmp_path_factory):
     """A real render: Piper voice, MediaPipe mesh, H.264 + AAC through PyAV."""
-    from talker_stream.render import render
+    from talker_stream.offline import render
 
     out = tmp_path_factory.mktemp("render") / "clip.mp4"
     result = render(make_settings(), out, text=[SIX_SECONDS])
@@ -209,7 +217,7 @@ AREAS = {
               "test_knowledge.py", "test_models.py", "test_services.py"],
     "chat": ["test_questions.py", "test_audience.py", "test_flood.py", "test_twitch.py", "test_youtube.py",
              "test_bilibili.py", "test_discord.py"],
-    "plugins": ["test_xtts.py", "test_wav2lip.py", "test_voice_choice.py"],
+    "plugins": ["test_xtts.py", "test_wav2lip.py", "test_voice_choice.py", "test_plugin_sdk.py"],
 }
 _AREA_OF = {f: area for area, files in AREAS.items() for f in files}
 _outcomes: dict[str, str] = {}  # nodeid -> passed / failed / skipped / xfailed / xpassed
@@ -259,7 +267,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 + (f", {c['broken']} file(s) did not collect" if c["broken"] else "")
                 + (f", {c['skipped files']} file(s) skipped whole" if c["skipped files"] else ""))
         if area == "other":
-            line += " (files missing from AREAS in tests/conftest.py)"
+            line += " (files missing from AREAS in conftest.py)"
         terminalreporter.write_line(line, red=bool(c["failed"] or c["broken"]))
     if _allow_skip:
         terminalreporter.write_line(f"{ALLOW_SKIP_ENV}=1 / --allow-skip: missing services were skipped, not failed")

@@ -126,7 +126,7 @@ def test_render_speaks_with_the_cloned_voice(model_dir, reference, tmp_path):
     import av
     import torch
 
-    from talker_stream.render import render
+    from talker_stream.offline import render
 
     torch.manual_seed(2)
     settings = make_settings(**{

@@ -1,7 +1,6 @@
-"""The render job: a portrait and text (or recorded audio) become an mp4, offline, on CPU.
-
-It is the live pipeline pulled as fast as the CPU allows: the same speaker, timeline and
-face engine, with a file writer at the end instead of a real-time frame loop.
+"""The render job (offline): the live avatar's pipeline pulled as fast as the CPU allows,
+with the same speaker, timeline and face engine and a file writer at the end instead of a
+real-time frame loop.
 """
 from __future__ import annotations
 

@@ -251,7 +251,7 @@ def test_render_job_pastes_the_networks_mouth_into_every_spoken_frame_of_the_mp4
     import av
     import soundfile as sf
 
-    from talker_stream.render import render
+    from talker_stream.offline import render
 
     wav = tmp_path / "speech.wav"
     sf.write(wav, speech(2.0, 16000), 16000)

@@ -1,0 +1,40 @@
+"""The plugin SDK: everything a plugin (an engine, a sink, a chat adapter) may use from the core.
+
+Plugins import from here and nowhere else in ``talker_stream``, so the core can move its
+insides without breaking them (a test checks it). What is here, by role:
+
+- data that flows: ``OutFrame`` (what a sink is given), ``AudioChunk`` (what a voice yields),
+  ``FaceParams`` (what a face engine draws), ``ChatMessage`` and its priorities (what an
+  adapter hands in);
+- options and errors: ``opt`` for an ``Options`` dataclass's fields, ``load_settings``,
+  and the errors a user can act on;
+- bases and helpers: ``AsyncAdapter`` (+ ``Backoff``, ``RecentSet``) for chat platforms,
+  ``MediaClock`` (the one clock), ``AVEncoder`` (H.264/AAC for stream sinks), ``read_audio``;
+- engines to build on: the mesh face (``MeshAnimator``) for neural mouths, the configured
+  voice and ear (``open_tts``, ``open_asr``) and the listening parts (VAD, turn detection,
+  resampling) for voice adapters.
+"""
+from __future__ import annotations
+
+from .adapters import MODERATOR, PAID, REGULAR, ChatMessage
+from .adapters.aio import AsyncAdapter, Backoff, RecentSet
+from .asr import SpeechStarted, TurnDetector, TurnEnded, open_asr
+from .asr.listener import StreamResampler
+from .asr.vad import SAMPLE_RATE, SileroVAD
+from .audio import read_audio
+from .clock import MediaClock
+from .config import load_settings, opt
+from .errors import ConfigError, EngineUnavailable, InputError, TalkerError
+from .face.animator import MeshAnimator, MeshAvatar
+from .face.params import FaceParams
+from .media import AudioChunk
+from .sinks import OutFrame
+from .tts import open_tts
+from .writer import AVEncoder
+
+__all__ = [
+    "AVEncoder", "AsyncAdapter", "AudioChunk", "Backoff", "ChatMessage", "ConfigError", "EngineUnavailable",
+    "FaceParams", "InputError", "MODERATOR", "MediaClock", "MeshAnimator", "MeshAvatar", "OutFrame", "PAID",
+    "REGULAR", "RecentSet", "SAMPLE_RATE", "SileroVAD", "SpeechStarted", "StreamResampler", "TalkerError",
+    "TurnDetector", "TurnEnded", "load_settings", "open_asr", "open_tts", "opt", "read_audio",
+]
