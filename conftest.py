@@ -211,7 +211,8 @@ def pytest_make_collect_report(collector):
 AREAS = {
     "render": ["test_render.py", "test_animator.py", "test_timeline.py", "test_clock.py", "test_bad_input.py",
                "test_text.py", "test_config.py", "test_mouth.py"],
-    "live": ["test_live.py", "test_live_cli.py", "test_server.py", "test_web_page.py", "test_webrtc.py"],
+    "live": ["test_live.py", "test_live_cli.py", "test_server.py", "test_web_page.py", "test_webrtc.py",
+             "test_cluster.py"],
     "sinks": ["test_sink_record.py", "test_sink_rtmp.py", "test_sink_obs.py", "test_sink_virtualcam.py"],
     "brain": ["test_llm.py", "test_asr.py", "test_conversation.py", "test_crash.py", "test_chat.py",
               "test_knowledge.py", "test_models.py", "test_services.py"],

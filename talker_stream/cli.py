@@ -211,8 +211,13 @@ def cmd_serve(args) -> int:
         settings.serve.host = args.host
     if args.port is not None:
         settings.serve.port = args.port
-    before_start(settings, llm="essential", asr=True)  # a crashing engine: one line, no start
-    serve(settings)
+    if args.ray:
+        from .server.cluster import check_engines_are_services
+
+        check_engines_are_services(settings)  # the sessions' nodes reach the engines as services
+    else:
+        before_start(settings, llm="essential", asr=True)  # a crashing engine: one line, no start
+    serve(settings, args.ray)
     return 0
 
 
@@ -273,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("-p", "--portrait", help="portrait photo (overrides avatar.portrait)")
     sv.add_argument("--host", help="address to bind (overrides serve.host; not loopback: needs $TALKER_INVITE)")
     sv.add_argument("--port", type=int, help="port (overrides serve.port; 0 = any free one)")
+    sv.add_argument("--ray", metavar="ADDRESS", help="run each session as an actor on this Ray cluster "
+                    "(pip install 'talker-stream[cluster]'; engines must be services)")
     sv.set_defaults(func=cmd_serve)
 
     en = sub.add_parser("engines", help="serve this machine's LLM, voice and Whisper behind OpenAI-compatible "

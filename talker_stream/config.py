@@ -203,6 +203,7 @@ class ServeSettings:
     ice_servers: list = opt([])  # e.g. ["stun:stun.example.org:3478", "turn:turn.example.org:3478"]
     turn_username_env: str = "TALKER_TURN_USERNAME"
     turn_password_env: str = "TALKER_TURN_PASSWORD"
+    session_cpus: float = opt(0.5, 0.05, 64)  # serve --ray: CPUs Ray reserves per session (bench/sessions.py)
 
 
 @dataclass

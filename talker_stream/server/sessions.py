@@ -30,6 +30,7 @@ from ..errors import TalkerError
 log = logging.getLogger(__name__)
 
 EVENTS_KEPT = 200  # caption events waiting for a slow page; older ones are dropped
+NODE = "local"  # where sessions run: a Ray node id in a session actor (server/cluster.py)
 
 
 class Busy(TalkerError):
@@ -182,7 +183,59 @@ class Session:
     def interrupt(self) -> None:
         self.avatar.interrupt()
 
+    # -- signalling ---------------------------------------------------------------------------
+    async def connect(self, offer: str, ice_servers: list, on_gone) -> str:
+        """Answer the visitor's SDP offer (on this session's event loop): the avatar's tracks
+        out, the microphone in when the offer sends audio. *on_gone* is awaited when the
+        peer connection fails or closes. Starts the avatar."""
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
+        self.pc = pc
+        mic_wanted = "a=sendrecv" in offer or "a=sendonly" in offer
+
+        @pc.on("track")
+        def on_track(track) -> None:
+            if track.kind == "audio" and mic_wanted:
+                self.hear(track)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await on_gone(f"connection {pc.connectionState}")
+
+        await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        kinds = {t.kind for t in pc.getTransceivers()}
+        if "video" in kinds:
+            pc.addTrack(self.sink.video)  # takes the offer's video section: sendonly or sendrecv
+        if "audio" in kinds:
+            pc.addTrack(self.sink.audio)
+        await pc.setLocalDescription(await pc.createAnswer())
+        self.start()
+        return pc.localDescription.sdp
+
+    def next_events(self, timeout: float = 0.5) -> list[dict]:
+        """Caption events waiting (blocks up to *timeout* for the first)."""
+        try:
+            out = [self.events.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                out.append(self.events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def stats(self) -> dict:
+        return {"id": self.id[:6], "asked": self.asked, "node": NODE, **self.sink.stats()}
+
     # -- end -------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Everything the session took: the avatar's threads, the ear, the peer connection."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close_media)
+        if self.pc is not None:
+            await self.pc.close()
+
     def close_media(self) -> None:
         """Stop the avatar and the ear (a thread: joins threads)."""
         if self.closed.is_set():
@@ -267,7 +320,7 @@ class Sessions:
 
     def stats(self) -> dict:
         return {"sessions": len(self.all()), "max_sessions": self.max_sessions, "ended": self.ended,
-                "each": [{"id": s.id[:6], "asked": s.asked, **s.sink.stats()} for s in self.all()]}
+                "each": [s.stats() for s in self.all()]}
 
 
 def sse(event: dict) -> bytes:

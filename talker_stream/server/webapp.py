@@ -38,15 +38,15 @@ def _loopback(host: str) -> bool:
 class WebApp:
     """The aiohttp application and the sessions it holds."""
 
-    def __init__(self, settings, engines: SharedEngines) -> None:
+    def __init__(self, settings, engines: SharedEngines | None, maker=None) -> None:
         cfg = settings.serve
         self.settings = settings
         self.cfg = cfg
         self.engines = engines
         self.sessions = Sessions(engines, cfg.max_sessions, cfg.per_address, cfg.idle_timeout)
+        self.maker = maker or LocalSessions(engines)
         self.token = invite_token(cfg)
         self.open_to_all = not _loopback(cfg.host)
-        self._pcs: set = set()
 
     # -- app -------------------------------------------------------------------------------
     def app(self):
@@ -85,7 +85,6 @@ class WebApp:
 
     async def whep(self, request):
         from aiohttp import web
-        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
         if not self._authorised(request):
             return web.Response(status=401, text="an invite token is needed to start a session\n")
@@ -100,48 +99,20 @@ class WebApp:
             self.sessions.reserve(address)
         except Busy as exc:
             return web.Response(status=503, text=f"busy: {exc}\n", headers={"Retry-After": str(RETRY_AFTER_S)})
-        loop = asyncio.get_running_loop()
         session = None
         try:
-            session = await loop.run_in_executor(None, Session, self.engines, loop, address)
-            pc = RTCPeerConnection(RTCConfiguration(iceServers=_ice_servers(self.cfg)))
-            session.pc = pc
-            self._pcs.add(pc)
-            mic_wanted = "a=sendrecv" in offer or "a=sendonly" in offer
-
-            @pc.on("track")
-            def on_track(track) -> None:
-                if track.kind == "audio" and mic_wanted:
-                    session.hear(track)
-
-            @pc.on("connectionstatechange")
-            async def on_state() -> None:
-                if pc.connectionState in ("failed", "closed"):
-                    await self._close(session.id, f"connection {pc.connectionState}")
-
-            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-            kinds = {t.kind for t in pc.getTransceivers()}
-            if "video" in kinds:
-                pc.addTrack(session.sink.video)  # takes the offer's video section: sendonly or sendrecv
-            if "audio" in kinds:
-                pc.addTrack(session.sink.audio)
-            await pc.setLocalDescription(await pc.createAnswer())
-            await _ice_gathered(pc)
-            session.start()
+            session, answer = await self.maker.create(address, offer, _ice_servers(self.cfg), self._close)
             self.sessions.add(session)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the visitor gets a reason and nothing is kept
             log.warning("a session could not start: %s", exc)
             if session is not None:
-                await loop.run_in_executor(None, session.close_media)
-                if session.pc is not None:
-                    self._pcs.discard(session.pc)
-                    await session.pc.close()
+                await session.aclose()
             status = 400 if "SDP" in str(exc) or isinstance(exc, ValueError) else 500
             return web.Response(status=status, text=f"could not start a session: {exc}\n")
         finally:
             self.sessions.release(address)
         log.info("session %s started for %s (%d live)", session.id[:6], address, len(self.sessions.all()))
-        return web.Response(status=201, text=pc.localDescription.sdp, content_type="application/sdp",
+        return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": f"/whep/{session.id}"})
 
     def _session(self, request) -> Session:
@@ -193,9 +164,9 @@ class WebApp:
         session.watchers += 1
         try:
             while not session.closed.is_set():
-                event = await loop.run_in_executor(None, _next_event, session)
+                events = await loop.run_in_executor(None, session.next_events, 0.5)
                 # a heartbeat when there is nothing to say: a page that vanished is noticed here
-                await resp.write(sse(event) if event is not None else b": ping\n\n")
+                await resp.write(b"".join(sse(e) for e in events) if events else b": ping\n\n")
         except (ConnectionResetError, RuntimeError, asyncio.CancelledError):
             pass
         finally:
@@ -216,10 +187,7 @@ class WebApp:
         if session is None:
             return
         log.info("session %s ended: %s", sid[:6], why)
-        await asyncio.get_running_loop().run_in_executor(None, session.close_media)
-        if session.pc is not None:
-            self._pcs.discard(session.pc)
-            await session.pc.close()
+        await session.aclose()
 
     async def _start_reaper(self, app) -> None:
         async def reap() -> None:
@@ -227,6 +195,12 @@ class WebApp:
                 await asyncio.sleep(REAPER_PERIOD_S)
                 for s in self.sessions.idle():
                     await self._close(s.id, f"idle for {self.sessions.idle_timeout:.0f} s")
+                for s in self.sessions.all():  # a cluster session whose node died
+                    check = getattr(s, "check", None)
+                    if check is not None:
+                        await asyncio.get_running_loop().run_in_executor(None, check)
+                    if s.closed.is_set():
+                        await self._close(s.id, "it ended where it ran")
 
         app["reaper"] = asyncio.get_running_loop().create_task(reap())
 
@@ -248,13 +222,21 @@ def invite_token(cfg) -> str | None:
     return token
 
 
-def _next_event(session: Session) -> dict | None:
-    import queue
+class LocalSessions:
+    """Sessions in this process, on this event loop, sharing this process's engines."""
 
-    try:
-        return session.events.get(timeout=0.5)
-    except queue.Empty:
-        return None
+    def __init__(self, engines: SharedEngines) -> None:
+        self.engines = engines
+
+    async def create(self, address: str, offer: str, ice_servers: list, on_gone) -> tuple[Session, str]:
+        loop = asyncio.get_running_loop()
+        session = await loop.run_in_executor(None, Session, self.engines, loop, address)
+        try:
+            answer = await session.connect(offer, ice_servers, lambda why: on_gone(session.id, why))
+        except BaseException:
+            await session.aclose()
+            raise
+        return session, answer
 
 
 def _check_offer(sdp: str) -> str | None:
@@ -292,8 +274,9 @@ async def _ice_gathered(pc, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.05)
 
 
-def serve(settings) -> None:
-    """Run the web app until interrupted (the CLI's ``serve``)."""
+def serve(settings, ray_address: str | None = None) -> None:
+    """Run the web app until interrupted (the CLI's ``serve``); with *ray_address*, each
+    session is an actor on that Ray cluster (server/cluster.py)."""
     from aiohttp import web
 
     import socket
@@ -306,11 +289,17 @@ def serve(settings) -> None:
         sock = socket.create_server((cfg.host, cfg.port))
     except OSError as exc:
         raise TalkerError(f"cannot serve sessions on {cfg.host}:{cfg.port}: {exc}; set [serve] port") from None
-    engines = SharedEngines.open(settings)
+    if ray_address:
+        from .cluster import RaySessions
+
+        engines, maker = None, RaySessions(settings, ray_address)
+    else:
+        engines, maker = SharedEngines.open(settings), None
     try:
-        app = WebApp(settings, engines)
+        app = WebApp(settings, engines, maker)
         host, port = sock.getsockname()[:2]
         print(f"sessions: http://{host}:{port}/ (at most {cfg.max_sessions} at once)", flush=True)
         web.run_app(app.app(), sock=sock, print=None, handle_signals=True)
     finally:
-        engines.close()
+        if engines is not None:
+            engines.close()
