@@ -42,7 +42,7 @@ def interior_mask(avatar, params, shape, erode=2):
 @pytest.fixture(scope="module")
 def closed_avatar(animator, avatar):
     """The sample face with its lips shut: a portrait that shows no teeth."""
-    shut = animator.render(avatar, FaceParams(jaw_open=-0.55))
+    shut = animator.render(avatar, FaceParams(jaw_open=-0.45))
     return animator.prepare(shut, source="closed-lips variant")
 
 
@@ -52,7 +52,7 @@ def big_closed_avatar(animator, portrait):
     and the lower row are several pixels tall."""
     big = cv2.resize(portrait, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
     av = animator.prepare(big, source="sample at 2x")
-    shut = animator.render(av, FaceParams(jaw_open=-0.55))
+    shut = animator.render(av, FaceParams(jaw_open=-0.45))
     return animator.prepare(shut, source="closed-lips variant at 2x")
 
 
@@ -110,7 +110,7 @@ def test_press_thins_the_lips_visibly(avatar):
     from talker_stream.face.rig import LOWER_OUTER, UPPER_OUTER
 
     touch = moved_points(avatar, FaceParams(jaw_open=-0.3))
-    press = moved_points(avatar, FaceParams(jaw_open=-0.55))
+    press = moved_points(avatar, FaceParams(jaw_open=-0.45))
     h_touch = touch[LOWER_OUTER[4:7], 1].mean() - touch[UPPER_OUTER[4:7], 1].mean()
     h_press = press[LOWER_OUTER[4:7], 1].mean() - press[UPPER_OUTER[4:7], 1].mean()
     assert h_press < 0.93 * h_touch
@@ -297,3 +297,31 @@ def test_jaw_and_smile_move_chin_and_cheeks(avatar):
         eye = avatar.rig.rest[g[f"eye_{side}_lower"]].mean(axis=0)
         below = np.linalg.norm(avatar.rig.rest[:N_MESH] - (eye + [0, 0.12 * avatar.rig.face_height]), axis=1) < 0.05 * avatar.rig.face_height
         assert below.any() and s[:N_MESH][below, 1].mean() < -0.015 * avatar.rig.face_height
+
+
+@pytest.mark.parametrize("which", ["sample", "closed-2x"])
+def test_lower_lip_moves_as_one_piece(animator, avatar, big_closed_avatar, which):
+    """Wide open, the middle of the lower lip is the photo's lower lip moved down, not
+    torn or smeared: no triangle of the warp bridges from one lip into the other."""
+    from talker_stream.face.rig import LOWER_OUTER
+
+    av = avatar if which == "sample" else big_closed_avatar
+    p = FaceParams(jaw_open=1.0)
+    rest = av.rig.rest
+    mw = av.rig.mouth_width
+    lip = np.zeros(av.image.shape[:2], np.uint8)
+    poly = np.vstack([rest[LOWER_INNER], rest[LOWER_OUTER[::-1]]])
+    cv2.fillPoly(lip, [np.round(poly).astype(np.int32)], 1)
+    lip = cv2.erode(lip, np.ones((3, 3), np.uint8)) > 0
+    cx = rest[14, 0]
+    xs = np.arange(lip.shape[1])[None, :]
+    lip &= np.abs(xs - cx) < 0.2 * mw
+    assert lip.sum() > 15
+    d = av.rig.displacement(p)
+    shift = int(round(d[[14, 17], 1].mean()))
+    assert shift > 0.15 * mw
+    frame = animator.render(av, p).astype(float)
+    ys, xs_ = np.nonzero(lip)
+    moved = frame[ys + shift, xs_]
+    photo = av.image[ys, xs_].astype(float)
+    assert np.abs(moved - photo).mean() < 14, "the lower lip is torn or smeared"

@@ -13,7 +13,7 @@ import numpy as np
 @dataclass
 class FaceParams:
     # mouth (speech). jaw_open is 0..1; below 0 the lips close over whatever the photo
-    # shows between them (fully at -0.3) and then press together (M, B, P)
+    # shows between them (they meet at -0.3) and then press together (M, B, P; -0.45)
     jaw_open: float = 0.0
     mouth_wide: float = 0.0
     mouth_round: float = 0.0

@@ -9,8 +9,9 @@ The mouth is rigged from its four contours (inner and outer, upper and lower lip
 lip keeps its thickness as the jaw drops: the whole lower lip, the skin under it and the
 chin ride on the jaw, the upper lip stays with the skull and lifts a little, and the
 cheeks beside the corners stretch between the two. A negative ``jaw_open`` closes the
-lips over whatever the photo shows between them (they meet on the midline) and then
-presses them together (M, B, P): the red of both lips rolls in and thins.
+lips over whatever the photo shows between them (they meet on the midline at -0.3) and
+below that presses them together (M, B, P: fully at -0.45): the red of both lips rolls
+in and thins.
 
 The warp's triangles come from the rest mesh with the mouth slit held a hair open, so no
 triangle bridges from one lip into the other: however far the jaw drops, each lip is
@@ -40,6 +41,7 @@ UPPER_OUTER = np.array([61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291])
 LOWER_OUTER = np.array([61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291])
 _JAW = EXPRESSION.index("jaw_open")
 CLOSE_AT = 0.3  # -jaw_open at which the lips have just met on the midline
+PRESS_SPAN = 0.15  # ... and then press together, fully 0.15 further
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -261,7 +263,8 @@ class Rig:
         w[_JAW] = max(jaw, 0.0)
         shut = max(-jaw, 0.0)
         c = min(shut / CLOSE_AT, 1.0)
-        return np.concatenate([w, [c * c * (3 - 2 * c), min(shut, 1.0)]])
+        press = min(max(shut - CLOSE_AT, 0.0) / PRESS_SPAN, 1.0)
+        return np.concatenate([w, [c * c * (3 - 2 * c), press]])
 
     def displacement(self, p: FaceParams) -> np.ndarray:
         """Per-vertex displacement (V x 2) in pixels for one frame's parameters."""

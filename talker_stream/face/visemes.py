@@ -45,7 +45,11 @@ for chars, shape in VISEME_GROUPS.items():
         _VISEMES[ch] = shape
 _CONTINUE = set("ˈˌːˑ̩̯̃ʰʲ")
 _REST = (0.0, 0.0, 0.0, 0.0, 0.0)
-CLOSE_DEPTH = 0.55  # how far below 0 a fully closed sound pulls jaw_open (lips meet at -0.3)
+CLOSE_DEPTH = 0.45  # how far below 0 a fully closed sound pulls jaw_open (meet at -0.3, press to -0.45)
+CLOSE_SIGMA, CLOSE_GAIN, CLOSE_POW = 1.2, 1.0, 3.0  # how closures blend into their neighbours (10 ms hops)
+ALIGN_HOPS = 6  # how far (10 ms hops) a closure may move to the loudness dip it belongs to
+PAUSE_CLOSE, PAUSE_LEVEL, PAUSE_EDGE = 0.3, 0.15, 0.05  # lips meet in pauses inside a sentence
+JAW_LOUD = 0.9  # share of the jaw's opening set by loudness alone; the rest by the vowel
 
 
 @dataclass
@@ -80,8 +84,9 @@ def _hop_features(pcm: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
     return level, centroid
 
 
-def _phoneme_targets(phonemes: list[Phoneme], n: int, rate: int) -> np.ndarray:
+def _phoneme_targets(phonemes: list[Phoneme], n: int, rate: int, level: np.ndarray | None = None) -> np.ndarray:
     targets = np.zeros((n, 5))
+    closures = []
     shape = _REST
     for p in phonemes:
         sym = p.symbol
@@ -92,7 +97,33 @@ def _phoneme_targets(phonemes: list[Phoneme], n: int, rate: int) -> np.ndarray:
         a = int(p.start / rate / HOP_S)
         b = int(np.ceil((p.start + p.length) / rate / HOP_S))
         targets[a:b] = shape
+        if shape[3] > 0 and b > a:
+            closures.append((a, b, shape[3]))
+    if level is not None and ALIGN_HOPS:
+        # Piper's timings drift by tens of ms; a closure is quieter than the vowels around
+        # it (B and P are silent, M hums), so each one is moved onto the loudness dip nearest
+        # to where the phonemes put it, within ALIGN_HOPS
+        targets[:, 3] = 0.0
+        for a, b, amount in closures:
+            lo, hi = max(a - ALIGN_HOPS, 0), min(b + ALIGN_HOPS, n)
+            if hi - lo <= b - a:
+                targets[a:b, 3] = amount
+                continue
+            width = b - a
+            window = np.convolve(level[lo:hi], np.ones(width), mode="valid")
+            start = lo + int(np.argmin(window + 0.02 * np.abs(np.arange(len(window)) + lo - a)))
+            targets[start : start + width, 3] = np.maximum(targets[start : start + width, 3], amount)
     return targets
+
+
+def _pauses(speech: np.ndarray) -> np.ndarray:
+    """0..1 per hop: how much this is a pause inside the speech (the lips come together),
+    eased in and out, and 0 near both ends of the segment, where the face joins the idle
+    face (jaw at rest) and the next sentence without a jump."""
+    n = len(speech)
+    quiet = gaussian_filter1d(np.clip(1 - speech / PAUSE_LEVEL, 0.0, 1.0), sigma=4.0, mode="nearest")
+    edge = np.minimum(np.arange(n), np.arange(n)[::-1]) * HOP_S
+    return quiet * np.clip((edge - PAUSE_EDGE) / 0.12, 0.0, 1.0)
 
 
 def mouth_track(
@@ -106,14 +137,15 @@ def mouth_track(
     if phonemes:
         # Piper's phoneme timings drift by tens of ms, the audio never does: loudness sets
         # when and how far the jaw opens, the phonemes shape the lips around it.
-        t = _phoneme_targets(phonemes, n, rate)
+        t = _phoneme_targets(phonemes, n, rate, level)
         vis = gaussian_filter1d(t[:, :3], sigma=3.0, axis=0, mode="nearest")  # 30 ms co-articulation
-        closed = np.clip(1.15 * gaussian_filter1d(t[:, 3], sigma=2.0, mode="nearest"), 0.0, 1.0)
+        closed = np.clip(CLOSE_GAIN * gaussian_filter1d(t[:, 3], sigma=CLOSE_SIGMA, mode="nearest"), 0.0, 1.0)
         # a closed sound shuts the lips whatever its loudness (M is loud and closed): the jaw
         # eases down through zero, where the lips meet, into a press; then eases open again
-        jaw = speech * (0.5 + 0.5 * vis[:, 0]) * (1 - closed) - CLOSE_DEPTH * closed
+        jaw = speech * (JAW_LOUD + (1 - JAW_LOUD) * vis[:, 0]) * (1 - closed) - CLOSE_DEPTH * closed**CLOSE_POW
         wide, rnd = vis[:, 1] * voiced * (1 - closed), vis[:, 2] * voiced
         tongue = gaussian_filter1d(t[:, 4], sigma=2.5, mode="nearest") * voiced
+        jaw = jaw - PAUSE_CLOSE * _pauses(speech)
     else:
         cen = gaussian_filter1d(centroid, sigma=3.0, mode="nearest")
         tongue = None
