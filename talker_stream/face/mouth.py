@@ -37,6 +37,8 @@ REF_SKIN = np.array([224.0, 172.0, 140.0])
 UPPER_TEETH = np.array([0.0, 0.165, 0.295, 0.39, 0.46, 0.515, 0.56, 0.60])
 LOWER_TEETH = np.array([0.0, 0.105, 0.215, 0.315, 0.395, 0.46, 0.515, 0.56])
 SUPER = 3  # supersampling of the prepared teeth images
+_INNER_BOTH = np.concatenate([UPPER_INNER, LOWER_INNER])
+_MIDDLE = np.array([4, 5, 6, 15, 16, 17])  # the three middle points of each inner lip
 LOWER_TEETH_RIDE = 0.8
 REST_SLACK = 0.04  # extra opening (in mouth widths) over which the interior fades in
 
@@ -320,17 +322,18 @@ class MouthPainter:
         and a layer that cannot be seen in this frame is skipped: this runs on every
         speaking frame, inside the animator's budget."""
         mw = self.mouth_width
-        up_pts, low_pts = points[UPPER_INNER, :2], points[LOWER_INNER, :2]
-        extra = float(low_pts[4:7, 1].mean() - up_pts[4:7, 1].mean()) - self.rest_gap
+        lips = points[_INNER_BOTH, :2]
+        up_pts, low_pts = lips[:11], lips[11:]
+        mid = lips[_MIDDLE, 1]
+        extra = float(mid[3:].sum() - mid[:3].sum()) / 3 - self.rest_gap
         strength = min(max(extra / (REST_SLACK * mw + 1e-6), 0.0), 1.0)
         strength = strength * strength * (3 - 2 * strength)
         if strength <= 0.004:
             return
         p = params or FaceParams()
-        x0 = max(int(min(up_pts[:, 0].min(), low_pts[:, 0].min())) - 2, 0)
-        x1 = min(int(max(up_pts[:, 0].max(), low_pts[:, 0].max())) + 3, frame.shape[1])
-        y0 = max(int(min(up_pts[:, 1].min(), low_pts[:, 1].min())) - 2, 0)
-        y1 = min(int(max(up_pts[:, 1].max(), low_pts[:, 1].max())) + 3, frame.shape[0])
+        (bx0, by0), (bx1, by1) = lips.min(axis=0), lips.max(axis=0)
+        x0, y0 = max(int(bx0) - 2, 0), max(int(by0) - 2, 0)
+        x1, y1 = min(int(bx1) + 3, frame.shape[1]), min(int(by1) + 3, frame.shape[0])
         if x1 - x0 < 2 or y1 - y0 < 2:
             return
         f32 = np.float32

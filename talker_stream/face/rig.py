@@ -19,6 +19,7 @@ moved only by its own triangles.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -250,7 +251,7 @@ class Rig:
             mouth_width=mw,
             warp_rest=np.vstack([_open_slit(xy, mw), inner, outer]),
             # the tear: from just above the slit down past the lower lip at its widest opening
-            mouth_box=(float(mouth_l[0] - 0.06 * mw), float(min(mouth_l[1], mouth_r[1], xy[13, 1]) - 0.12 * mw),
+            mouth_box=(float(mouth_l[0] - 0.06 * mw), float(min(mouth_l[1], mouth_r[1], xy[UPPER_INNER, 1].min()) - 2),
                        float(mouth_r[0] + 0.06 * mw), float(y_lo.max() + 0.13 * H + 0.1 * mw),
                        float(xy[LOWER_OUTER, 1].max() + 0.05 * mw)),
         )
@@ -275,13 +276,21 @@ class Rig:
         pose = self._pose(p)
         if pose is not None:
             R, lift = pose
-            mesh = np.column_stack([self.rest[:N_MESH] + d[:N_MESH], self.depth]) - self.pivot
-            moved = np.einsum("vi,ji->vj", mesh, R) + self.pivot
-            d[:N_MESH] = moved[:, :2] - self.rest[:N_MESH]
+            # the mesh about the pivot, in 3-D (x, y from the frame, z from the photo)
+            mesh = self.__dict__.get("_mesh3")
+            if mesh is None:
+                mesh = np.column_stack([self.rest[:N_MESH], self.depth]) - self.pivot
+                ring = self.rest[self.inner_ring] - self.pivot[:2]
+                self.__dict__["_mesh3"] = mesh
+                self.__dict__["_ring3"] = np.column_stack([ring, np.zeros(len(ring))])
+            m = mesh.copy()
+            m[:, :2] += d[:N_MESH]
+            moved = np.einsum("vi,ji->vj", m, R)
+            d[:N_MESH] = moved[:, :2] - mesh[:, :2]
             d[:N_MESH, 1] += lift
-            ring = self.rest[self.inner_ring] - self.pivot[:2]
-            ring3 = np.einsum("vi,ji->vj", np.column_stack([ring, np.zeros(len(ring))]), R)
-            d[self.inner_ring] = INNER_RING_FOLLOW * (ring3[:, :2] - ring + np.array([0.0, lift]))
+            ring3 = self.__dict__["_ring3"]
+            rotated = np.einsum("vi,ji->vj", ring3, R)
+            d[self.inner_ring] = INNER_RING_FOLLOW * (rotated[:, :2] - ring3[:, :2] + np.array([0.0, lift]))
         return d
 
     def head_motion(self, p: FaceParams, point: np.ndarray, depth: float) -> np.ndarray:
@@ -306,8 +315,13 @@ class Rig:
         return pose
 
     def _rotation(self, p: FaceParams) -> tuple[np.ndarray, float]:
-        a, b, r = np.radians([p.pitch, p.yaw, p.roll])
-        rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-        ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-        rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-        return rz @ ry @ rx, -p.lift * self.face_height
+        """Rz @ Ry @ Rx (roll, yaw, pitch), written out: scalar math, no BLAS, no temporaries."""
+        ca, sa = math.cos(math.radians(p.pitch)), math.sin(math.radians(p.pitch))
+        cb, sb = math.cos(math.radians(p.yaw)), math.sin(math.radians(p.yaw))
+        cr, sr = math.cos(math.radians(p.roll)), math.sin(math.radians(p.roll))
+        R = np.array([
+            [cr * cb, cr * sb * sa - sr * ca, cr * sb * ca + sr * sa],
+            [sr * cb, sr * sb * sa + cr * ca, sr * sb * ca - cr * sa],
+            [-sb, cb * sa, cb * ca],
+        ])
+        return R, -p.lift * self.face_height

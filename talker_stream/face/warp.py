@@ -23,6 +23,11 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.spatial import Delaunay
 
+try:  # the kernel behind csr_matrix @ vector, without the wrapper's checks
+    from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
+except ImportError:  # pragma: no cover - other scipy layouts
+    _csr_matvec = None
+
 
 class MeshWarper:
     def __init__(self, rest: np.ndarray, image_shape: tuple[int, int], margin: int = 2,
@@ -73,12 +78,7 @@ class MeshWarper:
         *exact*: when > 0, how far (px) the lower lip has moved; the mouth box is then
         inverted column by column, from above the lips to that far below the lower lip.
         """
-        d = displacement.astype(np.float32)
-        # x and y as two sparse products (scipy's single-vector kernel is the faster one)
-        field = np.empty((self.weights.shape[0], 2), np.float32)
-        field[:, 0] = self.weights @ d[:, 0]
-        field[:, 1] = self.weights @ d[:, 1]
-        field = field.reshape(*self.shape, 2)
+        field = self._field(displacement).reshape(*self.shape, 2)
         # first guess x1 = p - d(p); refined x2 = p - d(x1), sampled with a remap
         # (both maps as one two-channel array: fewer passes over the region)
         first = cv2.subtract(self._base, field)
@@ -91,6 +91,23 @@ class MeshWarper:
             region[:] = cv2.remap(image, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         else:  # straight into the frame
             cv2.remap(image, maps, None, cv2.INTER_LINEAR, dst=region, borderMode=cv2.BORDER_REFLECT)
+
+    def _field(self, displacement: np.ndarray) -> np.ndarray:
+        """W @ d as (pixels, 2) float32: x and y as two single-vector sparse products (scipy's
+        fastest kernel, called directly when it can be: this runs on every frame)."""
+        W = self.weights
+        d = np.ascontiguousarray(displacement.T, dtype=np.float32)
+        if _csr_matvec is not None:
+            n, m = W.shape
+            fx = np.zeros(n, np.float32)
+            fy = np.zeros(n, np.float32)
+            _csr_matvec(n, m, W.indptr, W.indices, W.data, d[0], fx)
+            _csr_matvec(n, m, W.indptr, W.indices, W.data, d[1], fy)
+            return cv2.merge([fx, fy]).reshape(n, 2)
+        field = np.empty((W.shape[0], 2), np.float32)
+        field[:, 0] = W @ d[0]
+        field[:, 1] = W @ d[1]
+        return field
 
     def _invert_columns(self, field: np.ndarray, maps: np.ndarray, reach: float) -> None:
         """Exact backward map in the mouth box: per column, rest row -> shown row is made
