@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -237,9 +238,13 @@ class IsolatedEngine:
             pass
 
     # -- calls -----------------------------------------------------------------------------
-    def call(self, method: str, *args: Any, wait: float = 30.0) -> Any:
-        """``engine.method(*args)`` in the child; *wait*: how long to wait for a restart."""
-        with self._lock:
+    def call(self, method: str, *args: Any, wait: float = 30.0, block: bool = True) -> Any:
+        """``engine.method(*args)`` in the child; *wait*: how long to wait for a restart.
+        With *block* False, an engine busy with another request raises EngineUnavailable
+        at once (callers on the frame loop must never wait for a model)."""
+        if not self._lock.acquire(blocking=block):
+            raise EngineUnavailable(f"{self.what} is busy")
+        try:
             child = self._ready_child(wait)
             rid = child.next_id()
             try:
@@ -248,46 +253,73 @@ class IsolatedEngine:
             except EngineCrashed as exc:
                 self._crashed(child, exc)
                 raise
+        finally:
+            self._lock.release()
         if kind == "error":
             raise _rebuild_error(value)
         return value
 
     def stream(self, method: str, *args: Any, wait: float = 30.0) -> Iterator[Any]:
-        """Iterate ``engine.method(*args)`` in the child, item by item. Closing the iterator
-        early cancels the child's generator after its current item."""
-        with self._lock:
+        """Iterate ``engine.method(*args)`` in the child, item by item.
+
+        The child's items are read as fast as it writes them, by a thread of this stream's,
+        so the engine is free for the next caller as soon as it is done, however slowly the
+        items are consumed (an answer is spoken over many seconds; another session's
+        question must not wait for that). Closing the iterator early cancels the child's
+        generator after its current item."""
+        self._lock.acquire()
+        try:
             child = self._ready_child(wait)
             rid = child.next_id()
-            finished = False
-            try:
-                child.send(self.what, ("stream", rid, method, args))
-                while True:
-                    kind, value = child.reply(self.what, rid)
-                    if kind == "item":
-                        yield value
-                        continue
-                    finished = True
-                    if kind == "error":
-                        raise _rebuild_error(value)
-                    return
-            except EngineCrashed as exc:
-                finished = True
-                self._crashed(child, exc)
-                raise
-            finally:
-                if not finished:  # the caller stopped early: cancel, then drain to the end
-                    self._cancel(child, rid)
-
-    def _cancel(self, child: "_Child", rid: int) -> None:
+            child.send(self.what, ("stream", rid, method, args))
+        except EngineCrashed as exc:
+            self._lock.release()
+            self._crashed(child, exc)
+            raise
+        except BaseException:
+            self._lock.release()
+            raise
+        items: queue.Queue = queue.Queue()
+        cancel = threading.Event()
+        threading.Thread(target=self._read, args=(child, rid, items, cancel), name="engine-stream", daemon=True).start()
         try:
-            child.send(self.what, ("cancel", rid))
             while True:
-                if not child.conn.poll(10.0):
-                    raise EngineCrashed(self.what, None)
-                if child.reply(self.what, rid)[0] != "item":
+                kind, value = items.get()
+                if kind == "item":
+                    yield value
+                elif kind == "error":
+                    raise _rebuild_error(value)
+                elif kind == "crash":
+                    raise value
+                else:
                     return
+        finally:
+            cancel.set()  # early close: the reader tells the child; after the end: nothing to do
+
+    def _read(self, child: "_Child", rid: int, items: queue.Queue, cancel: threading.Event) -> None:
+        """Drain one stream's replies into *items*; release the engine at its end."""
+        cancelled = False
+        try:
+            while True:
+                if cancel.is_set() and not cancelled:
+                    child.send(self.what, ("cancel", rid))
+                    cancelled = True
+                if not child.conn.poll(0.05):  # wake up now and then to notice a cancel
+                    if child.proc.poll() is not None:
+                        raise EngineCrashed(self.what, child.reap())
+                    continue
+                kind, value = child.reply(self.what, rid)
+                if kind == "item":
+                    if not cancelled:
+                        items.put((kind, value))
+                    continue
+                items.put((kind, value))
+                return
         except EngineCrashed as exc:
             self._crashed(child, exc)
+            items.put(("crash", exc))
+        finally:
+            self._lock.release()
 
 
 # -- the child side -------------------------------------------------------------------------

@@ -340,3 +340,21 @@ def test_the_installed_llama_cpp_answers_on_an_emulated_avx2_only_cpu(tmp_path):
     assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-2000:]}"
     answer = re.search(r"ANSWER '(.*)'", out.stdout)
     assert answer and answer.group(1).strip(), out.stdout
+
+
+def test_a_slowly_spoken_answer_does_not_hold_the_model_for_the_next_caller(segv, monkeypatch):
+    """An answer is consumed as fast as it is spoken (seconds); the model finished writing it
+    long before. Another session's question (or memory's token count, on the frame loop)
+    must get the model as soon as it is free, not when the first answer has been spoken."""
+    monkeypatch.setenv("SEGV_LLM_MODE", "never")
+    llm = open_llm(make_settings(**{"llm.engine": "segv"}))
+    try:
+        slow = llm.stream(QUESTION, PARAMS)
+        assert next(slow) == "Paris is "  # ...and this reader pauses, as a voice does
+        time.sleep(0.5)  # the worker has written the whole answer by now
+        t0 = time.monotonic()
+        assert "".join(llm.stream(QUESTION, PARAMS)) == "Paris is the capital of France, my friend."
+        assert time.monotonic() - t0 < 1.0
+        assert "".join(slow) == "the capital of France, my friend.", "the paused answer is whole"
+    finally:
+        llm.close()

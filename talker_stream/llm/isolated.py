@@ -33,8 +33,8 @@ class IsolatedLLM:
 
     def count_tokens(self, text: str) -> int:  # noqa: F811 - replaced by None above when absent
         try:
-            return self.worker.call("count_tokens", text, wait=0.0)
-        except EngineUnavailable:  # down or restarting: memory bookkeeping must not wait for it
+            return self.worker.call("count_tokens", text, wait=0.0, block=False)
+        except EngineUnavailable:  # busy, down or restarting: memory bookkeeping (on the frame loop) never waits
             from ..conversation import estimate_tokens
 
             return estimate_tokens(text)
