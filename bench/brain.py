@@ -24,6 +24,7 @@ channel so prompts do not grow from one question to the next.
 Usage:
   .venv/bin/python bench/brain.py            # --count 10 --modes typed spoken --llm-process worker
   .venv/bin/python bench/brain.py --llm-process inline   # llama.cpp inside the avatar's process
+  .venv/bin/python bench/brain.py --engines remote       # every engine behind `talker-stream engines`
 """
 from __future__ import annotations
 
@@ -250,11 +251,28 @@ def main() -> None:
     ap.add_argument("--llm-process", choices=["worker", "inline"], default="worker",
                     help="worker: llama.cpp in its supervised process, as shipped ([llm] isolate = true); "
                          "inline: inside the avatar's process, as before issue 11")
+    ap.add_argument("--engines", choices=["local", "remote"], default="local",
+                    help="remote: the LLM, Whisper and the voice behind `talker-stream engines` on loopback, "
+                         "reached through the openai engines (the service hop)")
     a = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-brain-"))
+    server = None
     try:
-        s = load_settings(None, {"avatar.portrait": str(ROOT / "examples/portrait.png"), "live.sinks": ["preview"],
-                                 "llm.isolate": a.llm_process == "worker"})
+        overrides = {"avatar.portrait": str(ROOT / "examples/portrait.png"), "live.sinks": ["preview"],
+                     "llm.isolate": a.llm_process == "worker"}
+        cfg = None
+        if a.engines == "remote":
+            import re
+            import subprocess
+
+            server = subprocess.Popen([sys.executable, "-m", "talker_stream.cli", "engines", "--port", "0"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            url = re.search(r"http://[\d.]+:\d+/v1", server.stdout.readline()).group(0)
+            cfg = folder / "remote.toml"
+            cfg.write_text(f'[llm]\nengine = "openai"\n[llm.openai]\nbase_url = "{url}"\n[asr]\nengine = "openai"\n'
+                           f'[asr.openai]\nbase_url = "{url}"\n[tts]\nengine = "openai"\nfallback = ""\n'
+                           f'[tts.openai]\nbase_url = "{url}"\n')
+        s = load_settings(cfg, overrides)
         marks = Marks()
         tts = open_tts(s, live=True)  # as the live avatar opens it: Piper on one thread
         conversation = open_conversation(s)
@@ -276,7 +294,8 @@ def main() -> None:
             summary["spoken"] = table("Spoken", run_spoken(live, conversation, listener, marks, tts, a.count), True)
         live.stop()
         print(f"\nother load while measuring: {load.stop()}")
-        print(f"LLM engine object: {llm_kind} ([llm] isolate = {s.llm.isolate}); CPU: {cpu_model()}")
+        print(f"LLM engine object: {llm_kind} ([llm] isolate = {s.llm.isolate}), engines {a.engines}; "
+              f"CPU: {cpu_model()}")
         goals = {"typed": 600, "spoken": 1000}
         for mode, totals in summary.items():
             med = statistics.median(totals)
@@ -285,6 +304,9 @@ def main() -> None:
                   f"{'met' if med <= goals[mode] else 'NOT met'}; {over} of {len(totals)} over the goal "
                   f"(each: {', '.join(f'{t:.0f}' for t in totals)})")
     finally:
+        if server is not None:
+            server.send_signal(2)
+            server.wait(30)
         shutil.rmtree(folder, ignore_errors=True)
 
 
