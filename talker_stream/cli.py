@@ -146,7 +146,7 @@ def cmd_live(args) -> int:
             if tty:
                 print("\r" + avatar.status_line()[: os.get_terminal_size(2).columns - 1], end="", file=sys.stderr)
             elif ticks % 10 == 0:
-                log.warning("%s", avatar.status_line())
+                print(f"status: {avatar.status_line()}", file=sys.stderr, flush=True)  # a status, not a warning
     except KeyboardInterrupt:
         pass
     finally:
@@ -296,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.verbose:  # -v: each stage's timing (INFO), and the native libraries' own logs too
+        os.environ.setdefault("TALKER_NATIVE_LOGS", "1")
     try:
         return args.func(args)
     except TalkerError as exc:

@@ -28,7 +28,7 @@ def opt(default: Any, lo: float | None = None, hi: float | None = None, choices:
 
 @dataclass
 class AvatarSettings:
-    portrait: str = "examples/portrait.png"
+    portrait: str = ""  # empty: the sample portrait shipped in the package (talker_stream/assets)
     max_size: int = opt(1024, 128, 4096)
 
 
@@ -223,6 +223,13 @@ class Settings:
     sinks: dict = field(default_factory=dict)  # [sinks.NAME] tables, checked against each plugin's Options
     adapters: dict = field(default_factory=dict)  # [adapters.NAME] tables, likewise
     base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
+
+    def portrait_path(self) -> Path:
+        """[avatar] portrait, or the sample shipped with the package when it is empty (so the
+        embedded defaults render from any folder)."""
+        if not self.avatar.portrait:
+            return Path(__file__).resolve().parent / "assets" / "portrait.png"
+        return self.path(self.avatar.portrait)
 
     def path(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""

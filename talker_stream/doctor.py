@@ -43,7 +43,7 @@ def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
     out.append(("writer", "mp4 (h264+aac)", "", _writer_check()))
     out.append(("voice rule", settings.tts.engine, "selected", _voice_rule(settings)))
     out += _probes(settings, out)
-    portrait = settings.path(settings.avatar.portrait)
+    portrait = settings.portrait_path()
     out.append(("portrait", str(portrait), "", None if portrait.is_file() else "file not found; set avatar.portrait"))
     return out
 

@@ -56,7 +56,7 @@ class LiveAvatar:
 
         self.settings = settings
         self.clock = MediaClock(settings.video.sample_rate, settings.video.fps)
-        path = settings.path(settings.avatar.portrait)
+        path = settings.portrait_path()
         self.portrait = portrait if portrait is not None else load_portrait(path, settings.avatar.max_size)
         self.engine = engine or face_engine(settings)
         self.avatar = self.engine.prepare(self.portrait, source=str(path))
@@ -208,10 +208,14 @@ class LiveAvatar:
             try:
                 # a streamed reply starts speaking at its first clause; a whole text is said as written
                 for sentence in split_sentences(pieces, fast_start=not isinstance(u.text, str)):
+                    if first:
+                        log.info("utterance %d: first sentence after %.0f ms", u.id, 1000 * (time.monotonic() - u.said_at))
                     for seg in self.speaker.speak([sentence]):
                         if not self._wait_for_room(u):
                             break
                         seg.extra.update(utterance=u.id, first_of_utterance=first, question=u.question)
+                        if first:
+                            log.info("utterance %d: first audio after %.0f ms", u.id, 1000 * (time.monotonic() - u.said_at))
                         first = False
                         with self._lock:
                             if u.generation != self._generation:
@@ -275,6 +279,9 @@ class LiveAvatar:
                 self._question = ""
             frame = OutFrame(plan.index, plan.pts, out_image, plan.audio, self._caption, self._question,
                              plan.speaking, plan.utterance, plan.first_of_utterance)
+            if plan.first_of_utterance and plan.utterance in self._said:
+                log.info("utterance %d: first frame after %.0f ms", plan.utterance,
+                         1000 * (time.monotonic() - self._said[plan.utterance].said_at))
             for r in self.runners:
                 r.put(frame)
             self.frames += 1

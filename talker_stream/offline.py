@@ -91,7 +91,7 @@ def render(
         raise InputError("give either text or an audio file to render")
     setup_started = time.perf_counter()
     clock = MediaClock(settings.video.sample_rate, settings.video.fps)
-    portrait_path = settings.path(settings.avatar.portrait)
+    portrait_path = settings.portrait_path()
     portrait = load_portrait(portrait_path, settings.avatar.max_size)
     engine = face_engine(settings)
     # MediaPipe keeps a graph (and its threads) alive until the engine is closed

@@ -97,7 +97,7 @@ def _probe_face(settings, name: str) -> str:
     from .offline import face_engine
 
     engine = face_engine(settings)
-    avatar = engine.prepare(load_portrait(settings.path(settings.avatar.portrait)))
+    avatar = engine.prepare(load_portrait(settings.portrait_path()))
     frame = render_frame(engine, avatar, FaceParams(), None, 0)
     return f"drew a {frame.shape[1]}x{frame.shape[0]} frame"
 
@@ -215,7 +215,7 @@ def _cache_key(settings, target: Target) -> str | None:
     parts: list[Any] = [CACHE_VERSION, target, repr(options[target.kind]()), sys.executable, _cpu(),
                         [_library_stamp(m) for m in modules]]
     if target.kind == "face":
-        parts.append(_file_stamp(settings.path(settings.avatar.portrait)))
+        parts.append(_file_stamp(settings.portrait_path()))
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 

@@ -121,8 +121,11 @@ def test_live_says_the_say_option_stdin_lines_and_api_lines_then_stops_at_durati
 
     out = [line for line in live.out if line.strip()]
     assert out and STATUS.match(out[-1].strip()), ("the last line on stdout is the status line", out)
-    running = [line for line in live.err if line.startswith("WARNING: ") and STATUS.search(line)]
-    assert running, ("while running (stderr not a terminal) the status line is logged every 10 s", live.err)
+    running = [line for line in live.err if line.startswith("status: ") and STATUS.search(line)]
+    assert running, ("while running (stderr not a terminal) the status line is printed every 10 s", live.err)
+    assert not any(line.startswith("WARNING: ") and STATUS.search(line) for line in live.err), "a status, not a warning"
+    assert not any("TensorFlow Lite" in line or "absl::InitializeLog" in line for line in live.err), \
+        "no C++ start-up chatter on a newcomer's terminal"
     others = live.out + [line for line in live.err if not PAGE.search(line)]
     assert not any(token in line for line in others), "the token is printed once, in the link"
 

@@ -14,6 +14,7 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import EngineUnavailable, InputError
+from ..quiet import native_stderr_quiet
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +115,18 @@ class FaceFinder:
 
     def __init__(self, max_faces: int = 4) -> None:
         mp = import_mediapipe()
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True, min_detection_confidence=0.5
-        )
+        with native_stderr_quiet():  # TFLite/absl start-up chatter
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True, min_detection_confidence=0.5
+            )
 
     def close(self) -> None:
         self._mesh.close()
 
     def find_all(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(rgb))
+        with native_stderr_quiet():  # the graph's first run logs warnings about itself
+            result = self._mesh.process(np.ascontiguousarray(rgb))
         faces = []
         for lm in result.multi_face_landmarks or []:
             pts = np.array([[p.x * w, p.y * h, p.z * w] for p in lm.landmark], dtype=np.float64)
