@@ -43,7 +43,7 @@ def portrait_path() -> Path:
 
 @pytest.fixture(scope="session")
 def portrait():
-    from talker_stream.portrait import load_portrait
+    from talker_stream.face.portrait import load_portrait
 
     return load_portrait(PORTRAIT)
 
@@ -80,7 +80,7 @@ def piper_clip(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def piper_clip_report(piper_clip):
-    from talker_stream.lipsync import measure_file
+    from talker_stream.face.lipsync import measure_file
 
     return measure_file(piper_clip[0])
 

@@ -41,7 +41,7 @@ from PIL import Image  # noqa: E402
 from talker_stream.face.animator import MeshAnimator  # noqa: E402
 from talker_stream.face.expression import Expression  # noqa: E402
 from talker_stream.face.params import FaceParams  # noqa: E402
-from talker_stream.portrait import load_portrait  # noqa: E402
+from talker_stream.face.portrait import load_portrait  # noqa: E402
 
 from _load import OtherLoad, cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 

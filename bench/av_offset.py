@@ -4,7 +4,7 @@ Starts `talker-stream serve` as a user does, opens one session in headless Chrom
 driven by Playwright; the browser lines audio and video up from the RTCP sender reports,
 as any visitor's does), asks a question every 15 s for --minutes, and records the last
 minute of what the page received (MediaRecorder). The project's lip-sync measure
-(talker_stream.lipsync.measure_file on a 25 fps grid) gives the lag between the mouth's
+(talker_stream.face.lipsync.measure_file on a 25 fps grid) gives the lag between the mouth's
 opening and the sound's loudness in frames; one frame is 40 ms. Also run at the start
 (--minutes 1) for comparison.
 
@@ -35,7 +35,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 def main() -> int:
     from playwright.sync_api import sync_playwright
 
-    from talker_stream.lipsync import measure_file
+    from talker_stream.face.lipsync import measure_file
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10)

@@ -13,7 +13,7 @@ Nothing in talker_stream/ is changed; timestamps come from wrappers:
 - for spoken questions, the ASR object's ``transcribe`` (start = VAD saw the pause that
   ``[asr] speculate_ms`` waits for, end = Whisper done) and the moment the Listener
   confirms the question (``end_of_turn_ms`` of silence). The chain is chat.py's: the
-  answer is drafted from the pause on (talker_stream.drafts) and spoken once confirmed.
+  answer is drafted from the pause on (talker_stream.brain.drafts) and spoken once confirmed.
 
 Typed: "end of question" is the moment the question is handed over. Spoken: each question
 is synthesised with Piper, resampled to 16 kHz and fed through the Listener in 32 ms
@@ -43,15 +43,15 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import numpy as np  # noqa: E402
 
 import talker_stream.live as live_mod  # noqa: E402
-from talker_stream.asr import Listener  # noqa: E402
-from talker_stream.audio import resample  # noqa: E402
+from talker_stream.brain.asr import Listener  # noqa: E402
+from talker_stream.speech.audio import resample  # noqa: E402
 from talker_stream.config import load_settings  # noqa: E402
 from talker_stream.conversation import Question, open_conversation  # noqa: E402
-from talker_stream.drafts import Drafts  # noqa: E402
+from talker_stream.brain.drafts import Drafts  # noqa: E402
 from talker_stream.face.animator import MeshAnimator  # noqa: E402
-from talker_stream.media import AudioChunk  # noqa: E402
-from talker_stream.sinks import create_sinks  # noqa: E402
-from talker_stream.tts import open_tts  # noqa: E402
+from talker_stream.frames import AudioChunk  # noqa: E402
+from talker_stream.outputs import create_sinks  # noqa: E402
+from talker_stream.speech.tts import open_tts  # noqa: E402
 
 from _load import OtherLoad, cpu_model  # noqa: E402
 

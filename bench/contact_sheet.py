@@ -33,7 +33,7 @@ from talker_stream.face.animator import MeshAnimator  # noqa: E402
 from talker_stream.face.expression import EMOTION_FACES  # noqa: E402
 from talker_stream.face.params import FaceParams  # noqa: E402
 from talker_stream.face.visemes import VISEME_GROUPS, in_context  # noqa: E402
-from talker_stream.portrait import load_portrait  # noqa: E402
+from talker_stream.face.portrait import load_portrait  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "portrait.png"

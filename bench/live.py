@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from talker_stream.config import load_settings  # noqa: E402
 from talker_stream.live import LiveAvatar  # noqa: E402
-from talker_stream.sinks import create_sinks  # noqa: E402
+from talker_stream.outputs import create_sinks  # noqa: E402
 
 from _load import OtherLoad, cpu_model, tree_cpu_seconds  # noqa: E402
 
@@ -198,9 +198,9 @@ def bench_latency(count: int) -> None:
 
 
 def bench_drift(minutes: float) -> None:
-    from talker_stream.lipsync import best_lag, track_face
-    from talker_stream.audio import frame_loudness, read_audio
-    from talker_stream.clock import MediaClock
+    from talker_stream.face.lipsync import best_lag, track_face
+    from talker_stream.speech.audio import frame_loudness, read_audio
+    from talker_stream.speech.clock import MediaClock
     import av
 
     folder = Path(tempfile.mkdtemp(prefix="bench-drift-"))
@@ -214,7 +214,7 @@ def bench_drift(minutes: float) -> None:
     stats = live.stats()
     live.stop()
     path = folder / "session.mp4"
-    from talker_stream.writer import probe
+    from talker_stream.outputs.encoder import probe
 
     info = probe(path)
     v_end, a_end = info["video"]["end"], info["audio"]["end"]

@@ -7,7 +7,7 @@ reports the median media seconds, wall seconds and real-time factor (wall / medi
 1 is faster than real time). ``RenderResult.wall_seconds`` starts after the portrait is
 loaded, the face prepared and the voice opened; the "total wall" column also counts that
 setup (the whole ``render`` call). One output is then measured with
-``talker_stream.lipsync.measure_file`` for lip-sync lag and correlation.
+``talker_stream.face.lipsync.measure_file`` for lip-sync lag and correlation.
 
 Threads are left at their defaults (the render job uses the whole machine). Outputs go to
 a temporary folder that is deleted at the end.
@@ -36,9 +36,9 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from talker_stream.config import load_settings  # noqa: E402
-from talker_stream.lipsync import measure_file  # noqa: E402
+from talker_stream.face.lipsync import measure_file  # noqa: E402
 from talker_stream.offline import render  # noqa: E402
-from talker_stream.writer import probe  # noqa: E402
+from talker_stream.outputs.encoder import probe  # noqa: E402
 
 from _load import OtherLoad, cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 

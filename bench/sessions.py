@@ -133,9 +133,9 @@ class Peer:
 def spoken_question(text: str) -> tuple[np.ndarray, float]:
     """Piper's voice at 48 kHz with a second of silence before and after; and the time of
     the last voiced sample (|x| > 2 % of peak) from the start."""
-    from talker_stream.audio import resample
-    from talker_stream.media import AudioChunk
-    from talker_stream.tts.piper import PiperTTS
+    from talker_stream.speech.audio import resample
+    from talker_stream.frames import AudioChunk
+    from talker_stream.speech.tts.piper import PiperTTS
 
     chunks = list(PiperTTS().stream(text))
     pcm = resample(AudioChunk(np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate), 48000).pcm

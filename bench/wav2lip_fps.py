@@ -41,9 +41,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from talker_stream.clock import MediaClock  # noqa: E402
+from talker_stream.speech.clock import MediaClock  # noqa: E402
 from talker_stream.face.params import FaceParams  # noqa: E402
-from talker_stream.portrait import load_portrait  # noqa: E402
+from talker_stream.face.portrait import load_portrait  # noqa: E402
 from talker_stream_wav2lip import Wav2LipEngine, Wav2LipOptions  # noqa: E402
 from talker_stream_wav2lip.checkpoint import load_generator, save_like_original  # noqa: E402
 from talker_stream_wav2lip.network import Wav2Lip  # noqa: E402

@@ -79,7 +79,7 @@ def _start_live(settings):
     """
     from .live import LiveAvatar
     from .server import ControlServer
-    from .sinks import create_sinks
+    from .outputs import create_sinks
 
     sinks = create_sinks(settings)
     avatar = LiveAvatar(settings, sinks)
@@ -109,7 +109,7 @@ def cmd_live(args) -> int:
     import threading
     import time
 
-    from .preflight import before_start
+    from .engines.preflight import before_start
 
     settings = _settings(args)
     # each native engine runs a tiny job in a child process first: a crash is one line, not a dead stream
@@ -119,7 +119,7 @@ def cmd_live(args) -> int:
     avatar, server = _start_live(settings)
     audience = None
     if brain is not None:
-        from .audience import Audience
+        from .audience.runner import Audience
 
         audience = Audience.from_settings(settings, avatar, *brain).start()
         print(f"answering chat from: {', '.join(settings.chat.adapters)}", file=sys.stderr)
@@ -163,7 +163,7 @@ def _audience_parts(settings):
     """(conversation, adapters) when [chat] adapters names any, else None; the model is warm."""
     if not settings.chat.adapters:
         return None
-    from .audience import create_adapters
+    from .audience.runner import create_adapters
     from .conversation import open_conversation
 
     conversation = open_conversation(settings)
@@ -173,10 +173,10 @@ def _audience_parts(settings):
 
 
 def cmd_chat(args) -> int:
-    from .chat import MAX_ANSWER_S, chat_from_mic, chat_from_terminal, mic_listener, open_microphone, open_recording
+    from .inputs.chat import MAX_ANSWER_S, chat_from_mic, chat_from_terminal, mic_listener, open_microphone, open_recording
     from .conversation import open_conversation
 
-    from .preflight import before_start
+    from .engines.preflight import before_start
 
     settings = _settings(args)
     before_start(settings, llm="essential", asr=bool(args.mic or args.listen))  # a crashing engine: one line, no start
@@ -203,7 +203,7 @@ def cmd_chat(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .preflight import before_start
+    from .engines.preflight import before_start
     from .server.webapp import serve
 
     settings = _settings(args)

@@ -350,7 +350,7 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
 
 def _check_engine_names(settings: Settings, text: str, src: str) -> None:
     """Engine names must match an installed plugin; say which ones exist."""
-    from . import registry
+    from .engines import registry
 
     for kind, table, key, name in (
         ("tts", ["tts"], "engine", settings.tts.engine),
@@ -375,7 +375,7 @@ NAMED_PLUGINS = {"sinks": ("sink", "live"), "adapters": ("adapter", "chat")}
 def _check_named(settings: Settings, table: str, text: str, src: str) -> None:
     """Each [sinks.NAME] / [adapters.NAME] table is validated against that plugin's Options
     dataclass; every chosen plugin gets its options, the defaults when it has no table."""
-    from . import registry
+    from .engines import registry
 
     kind, section = NAMED_PLUGINS[table]
     chosen = getattr(getattr(settings, section), table)
@@ -404,14 +404,14 @@ def _check_named(settings: Settings, table: str, text: str, src: str) -> None:
 
 
 def _plugin_options(kind: str, name: str) -> type | None:
-    from . import registry
+    from .engines import registry
 
     return getattr(registry.load(kind, name), "Options", None)
 
 
 def _check_plugin_tables(section: EngineTables, text: str, src: str) -> None:
     """Each plugin engine's table, checked against that plugin's Options dataclass."""
-    from . import registry
+    from .engines import registry
 
     kind = section.plugin_kind
     installed = registry.available(kind)
@@ -433,7 +433,7 @@ def _check_plugin_tables(section: EngineTables, text: str, src: str) -> None:
 
 def plugin_defaults(kind: str) -> dict:
     """Default options of every installed plugin of *kind* that has any (engines, sinks, adapters)."""
-    from . import registry
+    from .engines import registry
 
     out = {}
     for name in sorted(registry.available(kind)):

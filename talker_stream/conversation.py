@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .llm import LLM, GenerationParams
 from .moderation import Moderator, speaker_name
-from .text import _CJK, _TAG
+from .speech.text import _CJK, _TAG
 
 log = logging.getLogger(__name__)
 

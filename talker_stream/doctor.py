@@ -4,7 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from . import registry
+from .engines import registry
 from .config import Settings
 
 
@@ -37,7 +37,7 @@ def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
             out.append((kind, name, role, problem))
         for name in sorted(chosen.get(kind, set()) - set(registry.available(kind))):
             out.append((kind, name, roles[(kind, name)], "not installed: no plugin registers this name"))
-    from .asr.whisper import WhisperASR
+    from .brain.asr.whisper import WhisperASR
 
     out.append(("asr", "faster-whisper", "", WhisperASR.check(settings.asr, settings.base_dir)))
     out.append(("writer", "mp4 (h264+aac)", "", _writer_check()))
@@ -51,7 +51,7 @@ def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
 def _voice_rule(settings: Settings) -> str | None:
     """The selected voice's own rule (XTTS: the speaker's consent), as doctor's row."""
     from .errors import ConfigError
-    from .tts import validate
+    from .speech.tts import validate
 
     try:
         validate(settings)
@@ -63,7 +63,7 @@ def _voice_rule(settings: Settings) -> str | None:
 def _probes(settings: Settings, found: list) -> list[tuple[str, str, str, str | None]]:
     """A tiny job for each selected native engine that is installed, in a child process:
     an engine that loads but crashes on this CPU (SIGSEGV, SIGILL) shows up here by name."""
-    from .preflight import Target, run, targets_for
+    from .engines.preflight import Target, run, targets_for
 
     usable = {(kind, name) for kind, name, role, problem in found if problem is None}
     targets = [t for t in targets_for(settings, llm=True, asr=True) if (t.kind, t.name) in usable]

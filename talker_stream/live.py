@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .clock import MediaClock
+from .speech.clock import MediaClock
 from .config import Settings
 from .face import hears_speech, render_frame
 from .face.expression import Expression
-from .portrait import load_portrait
-from .sinks import OutFrame, SinkRunner
-from .speaker import Speaker
-from .text import split_sentences
-from .timeline import Spoken, Timeline
+from .face.portrait import load_portrait
+from .outputs import OutFrame, SinkRunner
+from .speech.speaker import Speaker
+from .speech.text import split_sentences
+from .speech.timeline import Spoken, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class LiveAvatar:
 
     def __init__(self, settings: Settings, sinks: list, tts=None, engine=None, portrait: np.ndarray | None = None):
         from .offline import face_engine
-        from .tts import open_tts
+        from .speech.tts import open_tts
 
         self.settings = settings
         self.clock = MediaClock(settings.video.sample_rate, settings.video.fps)

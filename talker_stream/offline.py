@@ -12,20 +12,20 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import registry
-from .audio import read_audio
-from .clock import MediaClock
+from .engines import registry
+from .speech.audio import read_audio
+from .speech.clock import MediaClock
 from .config import Settings
 from .errors import EngineUnavailable, InputError
 from .face import hears_speech, render_frame
 from .face.expression import Expression
-from .media import Sentence, SpeechSegment
-from .portrait import load_portrait
-from .speaker import Speaker, audio_segments
-from .text import split_sentences
-from .timeline import Timeline
-from .tts import open_tts
-from .writer import Mp4Writer
+from .frames import Sentence, SpeechSegment
+from .face.portrait import load_portrait
+from .speech.speaker import Speaker, audio_segments
+from .speech.text import split_sentences
+from .speech.timeline import Timeline
+from .speech.tts import open_tts
+from .outputs.encoder import Mp4Writer
 
 log = logging.getLogger(__name__)
 

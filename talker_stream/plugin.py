@@ -16,21 +16,21 @@ insides without breaking them (a test checks it). What is here, by role:
 """
 from __future__ import annotations
 
-from .adapters import MODERATOR, PAID, REGULAR, ChatMessage
-from .adapters.aio import AsyncAdapter, Backoff, RecentSet
-from .asr import SpeechStarted, TurnDetector, TurnEnded, open_asr
-from .asr.listener import StreamResampler
-from .asr.vad import SAMPLE_RATE, SileroVAD
-from .audio import read_audio
-from .clock import MediaClock
+from .audience.adapters import MODERATOR, PAID, REGULAR, ChatMessage
+from .audience.adapters.aio import AsyncAdapter, Backoff, RecentSet
+from .brain.asr import SpeechStarted, TurnDetector, TurnEnded, open_asr
+from .brain.asr.listener import StreamResampler
+from .brain.asr.vad import SAMPLE_RATE, SileroVAD
+from .speech.audio import read_audio
+from .speech.clock import MediaClock
 from .config import load_settings, opt
 from .errors import ConfigError, EngineUnavailable, InputError, TalkerError
 from .face.animator import MeshAnimator, MeshAvatar
 from .face.params import FaceParams
-from .media import AudioChunk
-from .sinks import OutFrame
-from .tts import open_tts
-from .writer import AVEncoder
+from .frames import AudioChunk
+from .outputs import OutFrame
+from .speech.tts import open_tts
+from .outputs.encoder import AVEncoder
 
 __all__ = [
     "AVEncoder", "AsyncAdapter", "AudioChunk", "Backoff", "ChatMessage", "ConfigError", "EngineUnavailable",

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter, resample_poly
 
-from talker_stream.asr import Listener, TurnDetector, TurnEnded, WhisperASR, file_source, microphone_source, wer
-from talker_stream.asr.listener import StreamResampler
-from talker_stream.asr.metrics import normalize
-from talker_stream.asr.vad import SAMPLE_RATE, SileroVAD, SpeechStarted
-from talker_stream.audio import resample
+from talker_stream.brain.asr import Listener, TurnDetector, TurnEnded, WhisperASR, file_source, microphone_source, wer
+from talker_stream.brain.asr.listener import StreamResampler
+from talker_stream.brain.asr.metrics import normalize
+from talker_stream.brain.asr.vad import SAMPLE_RATE, SileroVAD, SpeechStarted
+from talker_stream.speech.audio import resample
 from talker_stream.errors import EngineUnavailable, InputError
-from talker_stream.media import AudioChunk
+from talker_stream.frames import AudioChunk
 from conftest import make_settings
 
 QUESTIONS = [
@@ -44,8 +44,8 @@ def asr():
 @pytest.fixture(scope="module")
 def spoken() -> dict[str, list[AudioChunk]]:
     """Each question as one clip at the voice's own rate, per voice."""
-    from talker_stream.tts.espeak import EspeakTTS
-    from talker_stream.tts.piper import PiperTTS
+    from talker_stream.speech.tts.espeak import EspeakTTS
+    from talker_stream.speech.tts.piper import PiperTTS
 
     out = {}
     for name, tts in (("piper", PiperTTS(threads=2)), ("espeak", EspeakTTS())):
@@ -312,7 +312,7 @@ def test_wer_normalises_case_and_punctuation():
 def test_a_pause_is_guessed_early_and_voided_if_the_speaker_goes_on(spoken, asr):
     """speculate_ms: TurnPaused after the short silence; TurnResumed when speech returns;
     the final TurnEnded has the same end as the last pause, and its words are reused."""
-    from talker_stream.asr.vad import TurnPaused, TurnResumed
+    from talker_stream.brain.asr.vad import TurnPaused, TurnResumed
 
     def trimmed(clip):  # Piper ends each sentence with its own silence: keep only the speech
         pcm = at_16k(clip)
@@ -354,9 +354,9 @@ def test_the_multilingual_model_from_pypi_hears_other_languages(spoken, tmp_path
     espeak-ng. espeak's Mandarin is a robot voice Whisper base finds hard (CER around 0.8
     here, see the printout; it is not even detected as Chinese), so for Chinese this checks
     the path, not the accuracy: with language "zh" the words come back in Chinese characters."""
-    from talker_stream.asr import cer
-    from talker_stream.asr.whisper import multilingual_model
-    from talker_stream.tts.espeak import EspeakTTS
+    from talker_stream.brain.asr import cer
+    from talker_stream.brain.asr.whisper import multilingual_model
+    from talker_stream.speech.tts.espeak import EspeakTTS
 
     import ctranslate2
 

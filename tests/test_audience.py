@@ -20,18 +20,18 @@ from collections import Counter
 import pytest
 
 from conftest import make_settings, need, wait_for
-from talker_stream import registry
-from talker_stream.adapters import PAID, REGULAR, ChatMessage
-from talker_stream.adapters.aio import AsyncAdapter
-from talker_stream.audience import Audience, create_adapters
+from talker_stream.engines import registry
+from talker_stream.audience.adapters import PAID, REGULAR, ChatMessage
+from talker_stream.audience.adapters.aio import AsyncAdapter
+from talker_stream.audience.runner import Audience, create_adapters
 from talker_stream.config import load_settings
 from talker_stream.conversation import Conversation
 from talker_stream.errors import ConfigError
 from talker_stream.live import LiveAvatar
 from talker_stream.llm import GenerationParams, open_llm
 from talker_stream.moderation import Moderator
-from talker_stream.questions import QuestionQueue
-from talker_stream.tts.piper import PiperTTS
+from talker_stream.audience.queue import QuestionQueue
+from talker_stream.speech.tts.piper import PiperTTS
 
 PERSONA = "You are Tess, a cheerful AI streamer who answers the audience's questions briefly and kindly."
 
@@ -348,7 +348,7 @@ class _Held:
         pass
 
     def say(self, reply, question: str = "", on_done=None) -> int:
-        from talker_stream.timeline import Spoken
+        from talker_stream.speech.timeline import Spoken
 
         on_done(Spoken(None, []))
         return 0
@@ -476,7 +476,7 @@ def test_flood_of_100_messages_a_second_for_30_seconds(smollm, animator, piper):
 def test_a_flood_of_drop_notices_never_crowds_out_an_answer():
     """A flood pushes hundreds of questions out of a full queue: their notices wait apart
     from chat answers, are capped, and an answer still goes out first."""
-    from talker_stream.audience import NOTICES_WAITING, REPLIES_WAITING
+    from talker_stream.audience.runner import NOTICES_WAITING, REPLIES_WAITING
 
     class Ordered(ForgetfulChat):
         def reply(self, message, text):

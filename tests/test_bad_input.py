@@ -21,14 +21,14 @@ import pytest
 from PIL import Image
 
 from talker_stream import offline as render_mod
-from talker_stream.audio import read_audio
+from talker_stream.speech.audio import read_audio
 from talker_stream.cli import main
 from talker_stream.config import load_settings
 from talker_stream.errors import EngineUnavailable, InputError
 from talker_stream.face.params import FaceParams
-from talker_stream.portrait import load_portrait
+from talker_stream.face.portrait import load_portrait
 from talker_stream.offline import render
-from talker_stream.text import EMOTIONS, SentenceSplitter, split_sentences
+from talker_stream.speech.text import EMOTIONS, SentenceSplitter, split_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTRAIT = ROOT / "examples" / "portrait.png"

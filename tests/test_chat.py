@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import PORTRAIT, make_settings, need, wait_for
-from talker_stream.audio import resample
-from talker_stream.media import AudioChunk
+from talker_stream.speech.audio import resample
+from talker_stream.frames import AudioChunk
 from talker_stream.moderation import REFUSAL
 
 CONFIG = """
@@ -77,7 +77,7 @@ def test_chat_listens_to_a_recording_and_answers_before_exiting(tmp_path):
     each is answered, and the command ends only after the last answer was spoken."""
     import soundfile as sf
 
-    from talker_stream.tts.piper import PiperTTS
+    from talker_stream.speech.tts.piper import PiperTTS
 
     piper = PiperTTS(threads=1)
     gap = np.zeros(16000 * 6, np.float32)  # room for the first answer before the next question
@@ -141,7 +141,7 @@ def test_chat_mic_answers_a_question_spoken_into_a_pulseaudio_microphone(tmp_pat
     import soundfile as sf
 
     from services import PulseAudio
-    from talker_stream.tts.piper import PiperTTS
+    from talker_stream.speech.tts.piper import PiperTTS
 
     portaudio()
     need(PulseAudio.missing() is None, str(PulseAudio.missing()))
@@ -239,11 +239,11 @@ def silence_until(predicate, seconds: float, limit: float = 60.0):
 def test_spoken_chat_with_barge_in(animator):
     """Someone asks for a story, then speaks again while the avatar tells it: the avatar
     stops (barge-in), answers the new question, and memory keeps what was heard of each."""
-    from talker_stream.asr import Listener
-    from talker_stream.chat import chat_from_mic
+    from talker_stream.brain.asr import Listener
+    from talker_stream.inputs.chat import chat_from_mic
     from talker_stream.conversation import open_conversation
     from talker_stream.live import LiveAvatar
-    from talker_stream.tts.piper import PiperTTS
+    from talker_stream.speech.tts.piper import PiperTTS
 
     settings = make_settings(**{"live.sinks": [], "llm.temperature": 0.0, "llm.max_tokens": 80})
     piper = PiperTTS(threads=1)

@@ -2,7 +2,7 @@ from fractions import Fraction
 
 import pytest
 
-from talker_stream.clock import MediaClock
+from talker_stream.speech.clock import MediaClock
 
 
 @pytest.mark.parametrize("rate,fps", [(48000, 25), (48000, Fraction(30000, 1001)), (44100, 30), (22050, 24), (16000, 60)])

@@ -22,8 +22,8 @@ from talker_stream.live import LiveAvatar
 from talker_stream.llm import GenerationParams, open_llm
 from talker_stream.llm.openai_compat import OpenAICompatLLM
 from talker_stream.moderation import BLOCKED, REFUSAL, Moderator
-from talker_stream.text import _TAG
-from talker_stream.tts.piper import PiperTTS
+from talker_stream.speech.text import _TAG
+from talker_stream.speech.tts.piper import PiperTTS
 
 PERSONA = "You are Tess, a cheerful AI streamer who answers the audience's questions briefly and kindly."
 GREEDY = GenerationParams(temperature=0.0, top_p=1.0, max_tokens=48)
@@ -464,10 +464,10 @@ def test_interruption_keeps_only_what_was_heard(smollm, animator, piper):
     assert cut3.utterance in (u3, None)
 
 
-# -- answers begun during the end-of-turn silence (talker_stream.drafts) ------------------------
+# -- answers begun during the end-of-turn silence (talker_stream.brain.drafts) ------------------------
 
 def test_a_confirmed_draft_is_the_answer_and_a_wrong_one_leaves_no_trace(smollm):
-    from talker_stream.drafts import Draft, Drafts
+    from talker_stream.brain.drafts import Draft, Drafts
 
     conv = conversation(smollm)
     drafts = Drafts(conv, lambda text: Question(text, "", "mic"))
@@ -490,7 +490,7 @@ def test_a_confirmed_draft_is_the_answer_and_a_wrong_one_leaves_no_trace(smollm)
 
 
 def test_closing_a_draft_stops_the_model_early():
-    from talker_stream.drafts import Draft
+    from talker_stream.brain.drafts import Draft
 
     model = SlowText([f"word{i} " for i in range(100)], 0.05)
     produced = model.produced
@@ -508,8 +508,8 @@ def test_a_draft_the_avatar_cannot_take_stops_and_leaves_no_memory():
     memory must not keep the question as if it had been answered."""
     import queue as queue_mod
 
-    from talker_stream.chat import Console, ask
-    from talker_stream.drafts import Draft
+    from talker_stream.inputs.chat import Console, ask
+    from talker_stream.brain.drafts import Draft
 
     class FullAvatar:
         def say(self, pieces, **_):

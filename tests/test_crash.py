@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import PORTRAIT, ROOT, make_settings, wait_for
-from talker_stream.isolation import EngineCrashed, IsolatedEngine
+from talker_stream.engines.isolation import EngineCrashed, IsolatedEngine
 from talker_stream.llm import GenerationParams, open_llm
 
 STANDINS = Path(__file__).resolve().parent / "standins"
@@ -91,12 +91,12 @@ def test_the_worker_ends_with_its_parent_connection():
 def test_the_feed_keeps_25_fps_through_a_crash_and_the_question_is_answered_after_the_restart(segv, animator):
     from test_audience import CaptionSink, LocalChat
 
-    from talker_stream.audience import Audience
+    from talker_stream.audience.runner import Audience
     from talker_stream.conversation import Conversation
     from talker_stream.live import LiveAvatar
     from talker_stream.moderation import Moderator
-    from talker_stream.questions import QuestionQueue
-    from talker_stream.tts.piper import PiperTTS
+    from talker_stream.audience.queue import QuestionQueue
+    from talker_stream.speech.tts.piper import PiperTTS
 
     sink, chat = CaptionSink(), LocalChat("twitch")
     llm = open_llm(make_settings(**{"llm.engine": "segv"}))
@@ -135,12 +135,12 @@ def test_the_feed_keeps_25_fps_through_a_crash_and_the_question_is_answered_afte
 def test_an_answer_that_keeps_crashing_is_reported_failed_to_its_platform(segv, monkeypatch, animator):
     from test_audience import CaptionSink, LocalChat
 
-    from talker_stream.audience import Audience
+    from talker_stream.audience.runner import Audience
     from talker_stream.conversation import Conversation
     from talker_stream.live import LiveAvatar
     from talker_stream.moderation import Moderator
-    from talker_stream.questions import QuestionQueue
-    from talker_stream.tts.piper import PiperTTS
+    from talker_stream.audience.queue import QuestionQueue
+    from talker_stream.speech.tts.piper import PiperTTS
 
     class Told(LocalChat):
         def __init__(self, *a) -> None:
@@ -212,7 +212,7 @@ def test_chat_refuses_to_start_on_an_llm_that_crashes_and_says_why(segv, monkeyp
 
 
 def test_a_passed_probe_is_remembered_until_the_engine_changes(segv, monkeypatch):
-    from talker_stream import preflight
+    from talker_stream.engines import preflight
 
     monkeypatch.setenv("SEGV_LLM_MODE", "never")
     settings = make_settings(**{"llm.engine": "segv"})
@@ -287,7 +287,7 @@ def test_whisper_killed_mid_turn_loses_that_turn_and_hears_the_next(piper_questi
     import signal
     import threading
 
-    from talker_stream.asr import open_asr
+    from talker_stream.brain.asr import open_asr
 
     asr = open_asr(make_settings())
     try:
@@ -306,9 +306,9 @@ def test_whisper_killed_mid_turn_loses_that_turn_and_hears_the_next(piper_questi
 
 @pytest.fixture(scope="module")
 def piper_question():
-    from talker_stream.audio import resample
-    from talker_stream.media import AudioChunk
-    from talker_stream.tts.piper import PiperTTS
+    from talker_stream.speech.audio import resample
+    from talker_stream.frames import AudioChunk
+    from talker_stream.speech.tts.piper import PiperTTS
 
     chunks = list(PiperTTS().stream("What is the capital of France?"))
     pcm = np.concatenate([c.pcm for c in chunks])

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import make_settings
 from talker_stream.live import LiveAvatar
-from talker_stream.media import AudioChunk
-from talker_stream.tts.piper import PiperTTS
+from talker_stream.frames import AudioChunk
+from talker_stream.speech.tts.piper import PiperTTS
 
 PERIOD = 1 / 25
 

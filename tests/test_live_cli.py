@@ -96,8 +96,8 @@ def env_without_token(**extra: str) -> dict:
 
 def transcript(path: Path) -> str:
     """What Whisper tiny.en hears in the recording's sound track."""
-    from talker_stream.asr import WhisperASR
-    from talker_stream.audio import read_audio
+    from talker_stream.brain.asr import WhisperASR
+    from talker_stream.speech.audio import read_audio
 
     pcm = np.concatenate([c.pcm for c in read_audio(path, 16000)])
     return WhisperASR(threads=2).transcribe(pcm).lower()
@@ -129,7 +129,7 @@ def test_live_says_the_say_option_stdin_lines_and_api_lines_then_stops_at_durati
     others = live.out + [line for line in live.err if not PAGE.search(line)]
     assert not any(token in line for line in others), "the token is printed once, in the link"
 
-    from talker_stream.writer import probe
+    from talker_stream.outputs.encoder import probe
 
     info = probe(tmp_path / "session.mp4")
     assert abs(info["video"]["end"] - duration) < 2.0, ("the recording lasts --duration seconds", info["video"]["end"])

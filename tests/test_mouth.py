@@ -12,7 +12,7 @@ import pytest
 from talker_stream.face.params import FaceParams
 from talker_stream.face.rig import LOWER_INNER, N_MESH, UPPER_INNER
 from talker_stream.face.visemes import in_context, mouth_track
-from talker_stream.media import Phoneme
+from talker_stream.frames import Phoneme
 
 
 def lum(rgb):
@@ -81,7 +81,7 @@ def test_m_b_p_close_the_lips(animator, avatar, closed_avatar, which):
     """At the middle of each M, B and P of real co-articulated speech (the track as the
     timeline makes it) the lips meet, even over the teeth the photo shows at rest; an
     independent tracker on the rendered frames agrees."""
-    from talker_stream.lipsync import track_face
+    from talker_stream.face.lipsync import track_face
 
     av = avatar if which == "sample" else closed_avatar
     pcm, phonemes, rate = speech_with_closures()

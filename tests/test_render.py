@@ -1,14 +1,14 @@
 """The render job end to end with the real parts: Piper voice, MediaPipe mesh, PyAV mp4.
 
 Lip-sync and blinks are measured on the decoded output by an independent face tracker
-(talker_stream.lipsync), not read back from the animator's own parameters.
+(talker_stream.face.lipsync), not read back from the animator's own parameters.
 """
 import numpy as np
 import pytest
 
 from conftest import PORTRAIT, make_settings
-from talker_stream.lipsync import decode_frames
-from talker_stream.writer import probe
+from talker_stream.face.lipsync import decode_frames
+from talker_stream.outputs.encoder import probe
 
 
 def test_both_streams_present_and_durations_agree(piper_clip):
@@ -35,7 +35,7 @@ def test_mouth_follows_loudness_within_one_frame(piper_clip_report):
 def test_blinks_in_six_seconds(piper_clip_report):
     r = piper_clip_report
     first_six = r.eyes[: int(6 * r.fps)]
-    from talker_stream.lipsync import count_blinks
+    from talker_stream.face.lipsync import count_blinks
 
     assert count_blinks(first_six) >= 1
 
@@ -69,7 +69,7 @@ def test_render_from_an_audio_file_follows_that_audio(tmp_path):
     """The animator must work from audio alone: bursts of tone open the mouth."""
     import soundfile as sf
 
-    from talker_stream.lipsync import measure_file
+    from talker_stream.face.lipsync import measure_file
     from talker_stream.offline import render
 
     rate = 22050

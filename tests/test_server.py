@@ -33,7 +33,7 @@ def live():
     """One avatar and server for the module: building the avatar takes a couple of seconds."""
     from talker_stream.live import LiveAvatar
     from talker_stream.server import ControlServer
-    from talker_stream.sinks import create_sinks
+    from talker_stream.outputs import create_sinks
 
     settings = make_settings(**{"live.sinks": ["preview"], "live.max_queued_utterances": MAX_QUEUED,
                                 "server.preview_fps": 25.0})

@@ -63,9 +63,9 @@ base_url = "{url}"
 
 @pytest.fixture(scope="module")
 def question_16k():
-    from talker_stream.audio import resample
-    from talker_stream.media import AudioChunk
-    from talker_stream.tts.piper import PiperTTS
+    from talker_stream.speech.audio import resample
+    from talker_stream.frames import AudioChunk
+    from talker_stream.speech.tts.piper import PiperTTS
 
     chunks = list(PiperTTS().stream("What is the capital of France?"))
     return resample(AudioChunk(np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate), 16000).pcm
@@ -81,10 +81,10 @@ def test_the_remote_llm_streams_an_answer(engines, tmp_path):
 
 
 def test_the_remote_voice_speaks_words_whisper_can_hear(engines, tmp_path):
-    from talker_stream.asr.whisper import WhisperASR
-    from talker_stream.audio import resample
-    from talker_stream.media import AudioChunk
-    from talker_stream.tts import open_tts
+    from talker_stream.brain.asr.whisper import WhisperASR
+    from talker_stream.speech.audio import resample
+    from talker_stream.frames import AudioChunk
+    from talker_stream.speech.tts import open_tts
 
     tts = open_tts(remote_settings(tmp_path, engines), live=True)
     assert type(tts).__name__ == "OpenAISpeechTTS" and tts.sample_rate == 24000
@@ -97,7 +97,7 @@ def test_the_remote_voice_speaks_words_whisper_can_hear(engines, tmp_path):
 
 
 def test_the_remote_ear_transcribes_a_turn(engines, tmp_path, question_16k):
-    from talker_stream.asr import open_asr
+    from talker_stream.brain.asr import open_asr
 
     asr = open_asr(remote_settings(tmp_path, engines))
     assert type(asr).__name__ == "OpenAITranscribeASR"
@@ -110,7 +110,7 @@ def test_a_service_that_is_down_is_a_clear_error_and_the_avatar_idles(tmp_path, 
     from test_live import MemorySink
 
     from talker_stream.live import LiveAvatar
-    from talker_stream.tts import open_tts
+    from talker_stream.speech.tts import open_tts
 
     settings = remote_settings(tmp_path, "http://127.0.0.1:9/v1")  # the discard port: nothing listens
     tts = open_tts(settings, live=True)

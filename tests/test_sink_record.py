@@ -16,10 +16,10 @@ FRAME_S = 0.04  # one frame at the default 25 fps
 
 def test_session_recording_is_complete_lip_synced_and_where_the_config_says(tmp_path, monkeypatch):
     from talker_stream.config import load_settings
-    from talker_stream.lipsync import measure_file
+    from talker_stream.face.lipsync import measure_file
     from talker_stream.live import LiveAvatar
-    from talker_stream.sinks import create_sinks
-    from talker_stream.writer import probe
+    from talker_stream.outputs import create_sinks
+    from talker_stream.outputs.encoder import probe
 
     home = tmp_path / "project"
     home.mkdir()

@@ -1,5 +1,5 @@
-from talker_stream.media import Sentence
-from talker_stream.text import SentenceSplitter, classify_emotion, split_sentences
+from talker_stream.frames import Sentence
+from talker_stream.speech.text import SentenceSplitter, classify_emotion, split_sentences
 
 
 def test_sentences_come_out_as_soon_as_they_end():

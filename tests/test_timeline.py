@@ -1,10 +1,10 @@
 """The timeline lays speech on the one clock and turns it into frames."""
 import numpy as np
 
-from talker_stream.clock import MediaClock
+from talker_stream.speech.clock import MediaClock
 from talker_stream.face.expression import Expression, ExpressionSettings
-from talker_stream.media import AudioChunk, Sentence, SpeechSegment
-from talker_stream.timeline import Timeline
+from talker_stream.frames import AudioChunk, Sentence, SpeechSegment
+from talker_stream.speech.timeline import Timeline
 
 
 def tone(seconds, rate=48000, f=220.0):

@@ -62,7 +62,7 @@ def test_the_consent_rule_refuses_before_torch_is_imported(tmp_path):
         import sys
         from talker_stream.config import load_settings
         from talker_stream.errors import ConfigError
-        from talker_stream.tts import open_tts
+        from talker_stream.speech.tts import open_tts
         for consent in ("", "{tmp_path / 'another-person.wav'}"):
             settings = load_settings(None, {{"tts.engine": "xtts", "tts.xtts.model_dir": "{tmp_path}",
                                             "tts.xtts.reference": "{tmp_path / 'someone.wav'}",
@@ -121,7 +121,7 @@ def path_without_espeak() -> dict:
 
 
 def speech_seconds(path: Path) -> float:
-    from talker_stream.audio import read_audio
+    from talker_stream.speech.audio import read_audio
 
     pcm = np.concatenate([c.pcm for c in read_audio(path, 16000)])
     blocks = np.abs(pcm[: len(pcm) // 1600 * 1600]).reshape(-1, 1600).max(axis=1)

@@ -39,7 +39,7 @@ playwright_api = need_module("playwright.sync_api", "pip install -e .[test] (pla
 def live():
     from talker_stream.live import LiveAvatar
     from talker_stream.server import ControlServer
-    from talker_stream.sinks import create_sinks
+    from talker_stream.outputs import create_sinks
 
     settings = make_settings(**{"live.sinks": ["preview"]})
     sinks = create_sinks(settings)

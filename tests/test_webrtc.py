@@ -77,9 +77,9 @@ def question_wav(tmp_path_factory):
     silence (Chromium loops the file: the question must not come back during the test)."""
     import wave
 
-    from talker_stream.audio import resample
-    from talker_stream.media import AudioChunk
-    from talker_stream.tts.piper import PiperTTS
+    from talker_stream.speech.audio import resample
+    from talker_stream.frames import AudioChunk
+    from talker_stream.speech.tts.piper import PiperTTS
 
     chunks = list(PiperTTS().stream("What is the capital of France?"))
     pcm = resample(AudioChunk(np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate), 48000).pcm
@@ -136,15 +136,15 @@ def received(page, folder: Path, name: str) -> Path:
 
 
 def heard_words(path: Path) -> str:
-    from talker_stream.asr.whisper import WhisperASR
-    from talker_stream.audio import read_audio
+    from talker_stream.brain.asr.whisper import WhisperASR
+    from talker_stream.speech.audio import read_audio
 
     pcm = np.concatenate([c.pcm for c in read_audio(path, 16000)])
     return WhisperASR().transcribe(pcm, "en").lower()
 
 
 def test_a_visitor_hears_and_sees_the_answer_in_sync(server, tmp_path):
-    from talker_stream.lipsync import measure_file
+    from talker_stream.face.lipsync import measure_file
 
     url, log = server
     pw, context, profile = browser()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from ..media import Phoneme
+from ..frames import Phoneme
 
 HOP_S = 0.01
 
@@ -171,7 +171,7 @@ def in_context(symbol: str, rate: int = 16000) -> tuple[float, float, float, flo
     """(jaw_open, mouth_wide, mouth_round, tongue) in the middle of *symbol* said between two
     "a" vowels (a vowel alone, held), at a loudness typical of its kind: what ``mouth_track``
     makes of it. For contact sheets and tests."""
-    from ..media import Phoneme
+    from ..frames import Phoneme
 
     seg = [("_", 0.15, 0.0), ("a", 0.25, 1.0), (symbol, 0.2, 1.0 if symbol in _VOWELS else _QUIET.get(symbol, 0.3)),
            ("a", 0.25, 1.0), ("_", 0.15, 0.0)]

@@ -1,4 +1,4 @@
-"""A language model in a worker process of its own (see ``talker_stream.isolation``).
+"""A language model in a worker process of its own (see ``talker_stream.engines.isolation``).
 
 llama.cpp is native code: on a CPU it was not built for it dies with SIGSEGV or SIGILL, and
 inside the avatar's process that would end the stream. Here it runs in a supervised child:
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EngineUnavailable
-from ..isolation import IsolatedEngine
+from ..engines.isolation import IsolatedEngine
 from . import GenerationParams
 
 
@@ -22,7 +22,7 @@ class IsolatedLLM:
 
     def __init__(self, name: str, options: Any = None, base_dir: Path | None = None) -> None:
         self.name = name
-        self.worker = IsolatedEngine(f"the local LLM ({name})", "talker_stream.isolation:Hosted",
+        self.worker = IsolatedEngine(f"the local LLM ({name})", "talker_stream.engines.isolation:Hosted",
                                      "llm", name, options, base_dir=base_dir)
         self.model = self.worker.info["attrs"].get("model", "")
         if "count_tokens" not in self.worker.info["methods"]:

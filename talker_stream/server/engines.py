@@ -36,10 +36,10 @@ MAX_UPLOAD = 50 * 1024 * 1024
 
 class EngineServer:
     def __init__(self, settings, host: str) -> None:
-        from ..asr import open_asr
+        from ..brain.asr import open_asr
         from ..errors import ConfigError
         from ..llm import open_llm
-        from ..tts import open_tts
+        from ..speech.tts import open_tts
         from .webapp import _loopback
 
         self.key = os.environ.get(KEY_ENV) or None
@@ -116,7 +116,7 @@ class EngineServer:
     async def speech(self, request):
         from aiohttp import web
 
-        from ..audio import resample
+        from ..speech.audio import resample
 
         try:
             body = await request.json()
@@ -164,7 +164,7 @@ class EngineServer:
     def _transcribe(self, data: bytes, language: str | None) -> str:
         import tempfile
 
-        from ..audio import read_audio
+        from ..speech.audio import read_audio
 
         with tempfile.NamedTemporaryFile(suffix=".audio") as f:  # deleted at once: it is someone's voice
             f.write(data)

@@ -49,9 +49,9 @@ class SharedEngines:
 
     @classmethod
     def open(cls, settings, listen: bool = True) -> "SharedEngines":
-        from ..asr import open_asr
+        from ..brain.asr import open_asr
         from ..llm import open_llm
-        from ..tts import open_tts
+        from ..speech.tts import open_tts
 
         from ..conversation import open_conversation
 
@@ -78,7 +78,7 @@ class Session:
         from ..conversation import open_conversation
         from ..live import LiveAvatar
         from ..offline import face_engine
-        from ..sinks.webrtc import WebRTCSink
+        from ..outputs.webrtc import WebRTCSink
 
         self.id = secrets.token_urlsafe(12)
         self.address = address
@@ -123,8 +123,8 @@ class Session:
     def hear(self, track) -> None:
         """The visitor's microphone: its frames feed this session's own Listener (VAD,
         Whisper shared, drafts, barge-in) on a thread of its own."""
-        from ..asr import Listener
-        from ..chat import chat_from_mic
+        from ..brain.asr import Listener
+        from ..inputs.chat import chat_from_mic
 
         if self.engines.asr is None or self._listener is not None:
             return
@@ -162,7 +162,7 @@ class Session:
                 pass
 
     def _mic_source(self) -> Iterator:
-        from ..media import AudioChunk
+        from ..frames import AudioChunk
 
         while True:
             item = self._mic.get()
@@ -173,7 +173,7 @@ class Session:
 
     # -- turns -----------------------------------------------------------------------------
     def ask(self, text: str) -> None:
-        from ..chat import ask
+        from ..inputs.chat import ask
 
         self.last_active = time.monotonic()
         self.asked += 1
@@ -252,7 +252,7 @@ class _Captions:
     """What chat.py writes to a terminal, turned into caption events for the page."""
 
     def __init__(self, session: Session) -> None:
-        from ..chat import Console
+        from ..inputs.chat import Console
 
         self.session = session
         self.console = Console(self)

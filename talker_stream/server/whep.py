@@ -46,7 +46,7 @@ class WhepBridge:
     async def _answer(self, sdp: str) -> tuple[str, str]:
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
-        from ..sinks.webrtc import WebRTCSink
+        from ..outputs.webrtc import WebRTCSink
 
         vid = secrets.token_urlsafe(9)
         pc = RTCPeerConnection()

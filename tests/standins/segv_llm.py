@@ -63,7 +63,7 @@ class SegvTTS:
     def stream(self, text):
         import numpy as np
 
-        from talker_stream.media import AudioChunk
+        from talker_stream.frames import AudioChunk
 
         t = np.arange(self.sample_rate // 2) / self.sample_rate
         tone = (0.5 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 4 * t)) / 2).astype(np.float32)

@@ -23,7 +23,7 @@ from conftest import need_module  # noqa: E402
 
 brotli = need_module("brotli", "pip install -e plugins/bilibili")
 need_module("talker_stream_bilibili", "pip install -e plugins/bilibili")
-from talker_stream.adapters import MODERATOR, PAID, REGULAR  # noqa: E402
+from talker_stream.audience.adapters import MODERATOR, PAID, REGULAR  # noqa: E402
 from talker_stream_bilibili import BilibiliAdapter, BilibiliOptions  # noqa: E402
 from talker_stream_bilibili.web import wbi_sign  # noqa: E402
 from bilibili_fake import IMG_KEY, OWNER, REAL, SHORT, SUB_KEY, FakeBilibili, batch, danmaku, frame, gift, super_chat  # noqa: E402

@@ -169,7 +169,7 @@ EPHEMERAL = 1 << 6
 def test_ask_tells_the_asker_when_the_question_will_not_be_answered(fake):
     """The queue's outcome (the core's real QuestionQueue) comes back to the asker at once:
     "is thinking…" only for a question that will be answered; otherwise a note only they see."""
-    from talker_stream.questions import QuestionQueue
+    from talker_stream.audience.queue import QuestionQueue
 
     questions = QuestionQueue(per_user=1)
     adapter = DiscordAdapter(Options(guilds=[GUILD_ID]))
@@ -197,7 +197,7 @@ def test_ask_accepted_then_lost_stops_thinking(fake):
     of the full queue by a moderator's: dropped() edits the deferred response into a note,
     instead of leaving it "thinking" until Discord's token expires. A lost @mention gets
     nothing: no noise in the channel."""
-    from talker_stream.questions import QuestionQueue
+    from talker_stream.audience.queue import QuestionQueue
 
     lost: queue.Queue = queue.Queue()
     questions = QuestionQueue(max_size=1, on_dropped=lambda item, why: lost.put((item, why)))
@@ -378,7 +378,7 @@ def test_missing_token_is_a_clear_error(monkeypatch):
 
 
 def test_reply_before_connecting_returns_false():
-    from talker_stream.adapters import ChatMessage
+    from talker_stream.audience.adapters import ChatMessage
 
     assert DiscordAdapter().reply(ChatMessage("discord", "1", "a", "q"), "answer") is False
 
@@ -441,7 +441,7 @@ def _opus_frames(tts, text: str) -> tuple[list[bytes], float, float]:
     """*text* spoken by the project's Piper voice as 20 ms opus frames (discord.py's Encoder),
     with its length and where the speech begins (first 10 ms over -40 dBFS), in seconds."""
     import numpy as np
-    from talker_stream.asr.listener import StreamResampler
+    from talker_stream.brain.asr.listener import StreamResampler
     from talker_stream_discord.audio import FRAME_BYTES, to_discord
 
     rs, parts = None, []
@@ -496,7 +496,7 @@ def test_voice_question_answer_and_barge_in(fake, tls_cert, voice_settings):
     speaks the answer (Piper -> AudioSource -> opus -> RTP) -> the fake decodes it; then Alice
     talks over a long answer and the bot stops."""
     import numpy as np
-    from talker_stream.asr import wer
+    from talker_stream.brain.asr import wer
     from talker_stream_discord import VoiceOrigin
     from discord_fake import FakeVoice, VOICE_ID
 

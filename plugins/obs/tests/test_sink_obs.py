@@ -227,7 +227,7 @@ def wait_caption(client, expected: str, timeout: float = 20) -> None:
 @needs_obs
 def test_obs_scene_feed_caption_and_restart(obs, monkeypatch, caplog):
     from talker_stream.live import LiveAvatar
-    from talker_stream.portrait import load_portrait
+    from talker_stream.face.portrait import load_portrait
     from talker_stream_obs import ObsOptions, ObsSink
 
     caplog.set_level(logging.INFO)
@@ -299,10 +299,10 @@ def test_feed_is_mpegts_on_one_clock_while_obs_is_absent(tmp_path, caplog):
     demuxed), retries quietly (one log line, no obsws-python tracebacks) and never blocks."""
     import threading
 
-    from talker_stream.clock import MediaClock
-    from talker_stream.portrait import load_portrait
-    from talker_stream.sinks import OutFrame
-    from talker_stream.writer import probe
+    from talker_stream.speech.clock import MediaClock
+    from talker_stream.face.portrait import load_portrait
+    from talker_stream.outputs import OutFrame
+    from talker_stream.outputs.encoder import probe
     from talker_stream_obs import ObsOptions, ObsSink
 
     caplog.set_level(logging.DEBUG)

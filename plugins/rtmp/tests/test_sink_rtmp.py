@@ -46,7 +46,7 @@ def stream_key(monkeypatch) -> str:
 def rtmp_avatar(url: str, **options):
     """A LiveAvatar whose only sink is rtmp, built the way the CLI builds it (config + registry)."""
     from talker_stream.live import LiveAvatar
-    from talker_stream.sinks import create_sinks
+    from talker_stream.outputs import create_sinks
 
     settings = make_settings(**{"live.sinks": ["rtmp"], "sinks.rtmp.url": url,
                                 **{f"sinks.rtmp.{k}": v for k, v in options.items()}})
@@ -101,9 +101,9 @@ def test_redacts_the_key_and_backs_off_when_nothing_listens(stream_key, caplog, 
     """No server on the port: one warning (key shown as ****), slots dropped, writes never block."""
     from talker_stream_rtmp import Options, RtmpSink
 
-    from talker_stream.clock import MediaClock
+    from talker_stream.speech.clock import MediaClock
     from talker_stream.errors import TalkerError
-    from talker_stream.sinks import OutFrame
+    from talker_stream.outputs import OutFrame
 
     assert RtmpSink.check() is None, "PyAV from PyPI ships libx264, aac and the flv muxer"
     caplog.set_level(logging.DEBUG)
@@ -143,7 +143,7 @@ def test_redacts_the_key_and_backs_off_when_nothing_listens(stream_key, caplog, 
 def test_unset_key_pushes_to_the_url_as_given_and_says_so_once(monkeypatch, caplog):
     from talker_stream_rtmp import Options, RtmpSink
 
-    from talker_stream.clock import MediaClock
+    from talker_stream.speech.clock import MediaClock
 
     monkeypatch.delenv("TALKER_TEST_NO_SUCH_KEY", raising=False)
     caplog.set_level(logging.INFO)
@@ -157,8 +157,8 @@ def test_unset_key_pushes_to_the_url_as_given_and_says_so_once(monkeypatch, capl
 @pytest.mark.services
 @needs_nginx
 def test_pushes_lip_synced_h264_and_aac(rtmp_server, stream_key, caplog, capfd):
-    from talker_stream.lipsync import measure_file
-    from talker_stream.writer import probe
+    from talker_stream.face.lipsync import measure_file
+    from talker_stream.outputs.encoder import probe
 
     caplog.set_level(logging.DEBUG)
     rec = rtmp_server.start("rec")
@@ -194,7 +194,7 @@ def test_pushes_lip_synced_h264_and_aac(rtmp_server, stream_key, caplog, capfd):
 @pytest.mark.services
 @needs_nginx
 def test_reconnects_after_the_server_restarts_without_slowing_the_avatar(rtmp_server, stream_key, caplog, capfd):
-    from talker_stream.writer import probe
+    from talker_stream.outputs.encoder import probe
 
     caplog.set_level(logging.DEBUG)
     rec1 = rtmp_server.start("rec1")

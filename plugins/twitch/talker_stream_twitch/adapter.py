@@ -96,7 +96,7 @@ def _tls_context(o: TwitchOptions, base_dir: Path | None) -> ssl.SSLContext:
 
 
 class TwitchAdapter(AsyncAdapter):
-    """The ``twitch`` chat adapter (contract: talker_stream.adapters)."""
+    """The ``twitch`` chat adapter (contract: talker_stream.audience.adapters)."""
 
     name = "twitch"
     Options = TwitchOptions

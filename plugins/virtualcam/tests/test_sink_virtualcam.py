@@ -119,7 +119,7 @@ def test_webcam_gets_rgb_frames_at_25_fps_while_speaking():
     assert {(s[1], s[2]) for s in sends} == {((SIDE * SIDE * 3,), np.dtype(np.uint8))}  # Camera sends it flat
 
     # RGB, not BGR: the first picture (the idle face) has the portrait's channel means.
-    from talker_stream.portrait import load_portrait
+    from talker_stream.face.portrait import load_portrait
 
     ref = load_portrait(PORTRAIT).reshape(-1, 3).mean(0)
     got = sends[0][3].reshape(SIDE, SIDE, 3).reshape(-1, 3).mean(0)
@@ -144,8 +144,8 @@ def test_webcam_gets_rgb_frames_at_25_fps_while_speaking():
 
 
 def test_a_dropped_picture_is_sent_again_and_audio_only_slots_keep_the_rate():
-    from talker_stream.clock import MediaClock
-    from talker_stream.sinks import OutFrame
+    from talker_stream.speech.clock import MediaClock
+    from talker_stream.outputs import OutFrame
 
     sink = VirtualCamSink(Options(backend=register_backend(), audio_sink=""))
     sink.open((4, 2), MediaClock(48000, FPS))
@@ -161,7 +161,7 @@ def test_a_dropped_picture_is_sent_again_and_audio_only_slots_keep_the_rate():
 
 def test_no_device_says_how_to_load_v4l2loopback():
     sink = VirtualCamSink(Options(backend="v4l2loopback", device="/dev/video63", audio_sink=""))
-    from talker_stream.clock import MediaClock
+    from talker_stream.speech.clock import MediaClock
 
     with pytest.raises(EngineUnavailable) as err:
         sink.open((SIDE, SIDE), MediaClock(48000, FPS))
@@ -171,7 +171,7 @@ def test_no_device_says_how_to_load_v4l2loopback():
 
 
 def test_no_sound_server_says_how_to_run_video_only(monkeypatch, tmp_path):
-    from talker_stream.clock import MediaClock
+    from talker_stream.speech.clock import MediaClock
 
     monkeypatch.setenv("PULSE_SERVER", f"unix:{tmp_path}/no-such.sock")
     sink = VirtualCamSink(Options(backend=register_backend()))

@@ -15,7 +15,7 @@ import pytest
 from conftest import make_settings, need_module  # noqa: E402
 
 torch = need_module("torch", "pip install -e plugins/wav2lip (torch)")
-from talker_stream.clock import MediaClock  # noqa: E402
+from talker_stream.speech.clock import MediaClock  # noqa: E402
 from talker_stream.config import load_settings  # noqa: E402
 from talker_stream.errors import ConfigError, EngineUnavailable  # noqa: E402
 from talker_stream.face.params import FaceParams  # noqa: E402
@@ -247,7 +247,7 @@ def test_render_job_pastes_the_networks_mouth_into_every_spoken_frame_of_the_mp4
     """The render job with ``[face] engine = "wav2lip"``: every frame of the file, the photo
     outside the face, the network's output in the mouth box while there is sound. Lip-sync is NOT measured here:
     with random weights the network draws noise, not a mouth that follows the sound, so
-    ``talker_stream.lipsync`` has nothing to track; that needs the real released weights."""
+    ``talker_stream.face.lipsync`` has nothing to track; that needs the real released weights."""
     import av
     import soundfile as sf
 
@@ -332,6 +332,6 @@ def test_live_falls_back_to_the_mesh_mouth_and_keeps_its_rate(checkpoint, portra
 
 @pytest.fixture(scope="module")
 def piper_live():
-    from talker_stream.tts.piper import PiperTTS
+    from talker_stream.speech.tts.piper import PiperTTS
 
     return PiperTTS(threads=1)

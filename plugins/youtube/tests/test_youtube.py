@@ -18,7 +18,7 @@ from adapter_harness import Running, wait_until
 from conftest import need_module  # noqa: E402
 
 need_module("talker_stream_youtube", "pip install -e plugins/youtube")
-from talker_stream.adapters import MODERATOR, PAID, REGULAR  # noqa: E402
+from talker_stream.audience.adapters import MODERATOR, PAID, REGULAR  # noqa: E402
 from talker_stream_youtube import YouTubeAdapter, YouTubeOptions  # noqa: E402
 from youtube_fake import FakeYouTube, paid_item, text_item  # noqa: E402
 
