@@ -171,12 +171,12 @@ class Rig:
         # wide (ee, s): lips stretch sideways and thin, cheeks follow a little
         B["mouth_wide"][:N_MESH, 0] = (x - mc[0]) * 0.16 * near_mouth
         B["mouth_wide"][corners, 1] -= 0.006 * H
-        B["mouth_wide"][UPPER_OUTER, 1] += 0.006 * H
-        B["mouth_wide"][LOWER_OUTER, 1] -= 0.006 * H
+        # ... and thin: each lip loses a fifth of its thickness (nothing where it tapers out)
+        B["mouth_wide"][:N_MESH, 1] += np.where(body_up, 0.2 * (y_ui - y), 0.0) + np.where(body_low, 0.2 * (y_li - y), 0.0)
         # round (oo, w): lips pucker towards the centre, push out (look fuller), the opening rounds
         B["mouth_round"][:N_MESH, 0] = -(x - mc[0]) * 0.28 * near_mouth
-        B["mouth_round"][UPPER_INNER, 0] -= (x[UPPER_INNER] - mc[0]) * 0.08
-        B["mouth_round"][LOWER_INNER, 0] -= (x[LOWER_INNER] - mc[0]) * 0.08
+        lip_any = upper_lip | lower_lip
+        B["mouth_round"][:N_MESH, 0] -= np.where(lip_any, (x - mc[0]) * 0.08, 0.0)
         B["mouth_round"][UPPER_OUTER, 1] -= 0.015 * H
         B["mouth_round"][LOWER_OUTER, 1] += 0.015 * H
         B["mouth_round"][:N_MESH][body_up, 1] -= 0.008 * H
@@ -197,7 +197,7 @@ class Rig:
             fw = np.exp(-((np.linalg.norm(xy - fold, axis=1) / (0.07 * H)) ** 2))
             B["smile"][:N_MESH, 1] -= 0.03 * H * aw + 0.02 * H * fw
             B["smile"][:N_MESH, 0] += 0.015 * H * fw * np.sign(corner[0] - mc[0])
-        B["smile"][UPPER_INNER, 1] -= 0.008 * H  # the upper lip lifts off the teeth
+        B["smile"][:N_MESH][upper_lip, 1] -= 0.008 * H  # the upper lip lifts off the teeth
 
         # closing the lips over a parted photo: everything between them folds onto the midline
         hg = (y_li - y_ui) / 2  # half the rest gap at each point's abscissa
@@ -214,7 +214,9 @@ class Rig:
         B["lip_close"] = close
         # pressing (M, B, P): the red of each lip rolls in towards the seam; the skin bulges
         press = np.zeros((V, 2))
-        press[:N_MESH, 1] = np.where(body_up, 0.45 * (mid - y), 0.0) + np.where(body_low, 0.45 * (mid - y), 0.0)
+        # (measured from where the closure left them: they roll towards the seam, never past it)
+        shut_y = y + close[:N_MESH, 1]
+        press[:N_MESH, 1] = np.where(body_up | body_low, 0.45 * (mid - shut_y), 0.0)
         skin = ~(upper_lip | lower_lip)
         press[:N_MESH, 1] += np.where(skin, 0.012 * H * near_mouth * np.sign(mid - y), 0.0) * lat
         press[corners, 0] = -(x[corners] - mc[0]) * 0.03
