@@ -215,7 +215,7 @@ AREAS = {
              "test_cluster.py"],
     "sinks": ["test_sink_record.py", "test_sink_rtmp.py", "test_sink_obs.py", "test_sink_virtualcam.py"],
     "brain": ["test_llm.py", "test_asr.py", "test_conversation.py", "test_crash.py", "test_chat.py",
-              "test_knowledge.py", "test_models.py", "test_services.py"],
+              "test_knowledge.py", "test_models.py", "test_services.py", "test_turns.py"],
     "chat": ["test_questions.py", "test_audience.py", "test_flood.py", "test_twitch.py", "test_youtube.py",
              "test_bilibili.py", "test_discord.py"],
     "plugins": ["test_xtts.py", "test_wav2lip.py", "test_voice_choice.py", "test_plugin_sdk.py"],

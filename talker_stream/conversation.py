@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .llm import LLM, GenerationParams
-from .moderation import Moderator, speaker_name
-from .speech.text import _CJK, _TAG
+from .moderation import Moderator, Verdict, speaker_name
+from .speech.text import _CJK, strip_tags
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class Question:
     text: str
     author: str = ""
     channel: str = "default"  # memory key: a speaker, a chat channel, a Discord guild...
+    moderated: bool = False  # checked at the front door already (the chat queue): not checked again
 
     @property
     def label(self) -> str:
@@ -134,7 +135,7 @@ class Conversation:
         with self._lock:
             reply.started = True
             self._pending.setdefault(q.channel, deque()).append(reply)
-        verdict = self.moderator.question(q.text)
+        verdict = self.moderator.question(q.text) if not q.moderated else Verdict(True, q.text)
         if not verdict.ok:
             log.info("question from %s not sent to the model (%s)", q.author or "?", verdict.reason)
             yield verdict.text
@@ -194,7 +195,7 @@ class Conversation:
             pending.remove(reply)
             if reply.asked is None:
                 return  # refused: the model never saw it, memory does not either
-            answer = " ".join(_TAG.sub("", spoken_text).split())
+            answer = " ".join(strip_tags(spoken_text).split())
             self._remember(reply.question.channel, "user", reply.asked)
             self._remember(reply.question.channel, "assistant", answer or "…")
 

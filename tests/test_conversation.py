@@ -22,7 +22,7 @@ from talker_stream.live import LiveAvatar
 from talker_stream.llm import GenerationParams, open_llm
 from talker_stream.llm.openai_compat import OpenAICompatLLM
 from talker_stream.moderation import BLOCKED, REFUSAL, Moderator
-from talker_stream.speech.text import _TAG
+from talker_stream.speech.text import strip_tags
 from talker_stream.speech.tts.piper import PiperTTS
 
 PERSONA = "You are Tess, a cheerful AI streamer who answers the audience's questions briefly and kindly."
@@ -449,7 +449,7 @@ def test_interruption_keeps_only_what_was_heard(smollm, animator, piper):
     finally:
         live.stop()
     assert cut.utterance == u1 and results["q1"].text == cut.text
-    full1 = " ".join(_TAG.sub("", "".join(yielded["q1"])).split())
+    full1 = " ".join(strip_tags("".join(yielded["q1"])).split())
     assert cut.text and len(cut.text) < len(full1), "only part of the first answer was heard"
     assert full1.split()[:3] == cut.text.split()[:3]
     assert results["q2"].text == ""
@@ -521,8 +521,9 @@ def test_a_draft_the_avatar_cannot_take_stops_and_leaves_no_memory():
     draft = Draft(conv.reply(Question("Count for me.", "", "terminal")), (0.0, 1.0))
     wait_for(lambda: produced, 5)
     done = []
-    assert ask(FullAvatar(), conv, "Count for me.", Console(io.StringIO()), reply=draft, on_done=done.append) is None
-    assert done, "the caller still hears that the answer is over"
+    result = ask(FullAvatar(), conv, "Count for me.", Console(io.StringIO()), reply=draft, on_done=done.append)
+    assert result.outcome.value == "dropped" and result.heard == ""
+    assert done == [result], "the caller still hears that the answer is over"
     time.sleep(0.3)
     n = len(produced)
     time.sleep(0.3)

@@ -21,17 +21,15 @@ import threading
 import time
 from typing import Any
 
-from ..engines import registry
+from ..brain.turns import MAX_ANSWER_S, Outcome, TurnResult, Turns
 from ..conversation import Conversation, Question
+from ..engines import registry
 from .queue import QuestionQueue, Queued
-from ..speech.text import _TAG
-from ..speech.timeline import Spoken
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 60.0
 HEALTHY_S = 60.0  # an adapter that ran this long before failing starts its backoff afresh
-MAX_ANSWER_S = 300.0  # an answer never reported heard (a stuck sink?) must not stop the audience
 RETRIES = 1  # a question whose answer failed (the model crashed) is asked again this many times
 REPLIES_WAITING = 32  # chat replies waiting for a slow platform; beyond, they are dropped (logged)
 NOTICES_WAITING = 256  # "your question was dropped" notices; a flood drops most questions, and
@@ -74,6 +72,7 @@ class Audience:
                  reply_in_chat: bool = False, max_answer_seconds: float = MAX_ANSWER_S) -> None:
         self.avatar = avatar
         self.conversation = conversation
+        self.turns = Turns(avatar, conversation, max_answer_seconds)
         self.adapters = list(adapters)
         self.questions = questions
         self.max_answer_seconds = max_answer_seconds
@@ -185,54 +184,40 @@ class Audience:
                 log.warning("could not answer %s: %s", item.author or "?", exc)
                 self._dropped(item, "unheard")
 
-    def answer(self, item: Queued) -> Spoken | None:
-        """Ask the conversation, say the reply under the asker's name, wait until it has been
-        heard, write memory, and queue the chat reply. Returns what was heard."""
+    def answer(self, item: Queued) -> TurnResult | None:
+        """One turn for *item* (moderated already, by the queue), under the asker's name:
+        wait until heard (stopping early when the audience stops), then reply in chat, ask
+        again after a failure, or tell the platform it was dropped."""
         self.asked.append(item)
         del self.asked[:-50]
-        reply = self.conversation.reply(Question(item.text, item.author, item.channel))
-        done = threading.Event()
-        heard: list[Spoken] = []
-
-        def finished(spoken: Spoken) -> None:
-            heard.append(spoken)
-            done.set()
-
-        try:
-            self.avatar.say(reply, question=item.label, on_done=finished)
-        except queue.Full:
-            log.warning("the avatar has too much to say already; %s's question is dropped", item.author)
-            self.unheard += 1
-            self._dropped(item, "unheard")
-            self._stopping.wait(1.0)
-            return None
+        question = Question(item.text, item.author, item.channel, moderated=True)
+        turn = self.turns.ask(question, caption=item.label)
         deadline = time.monotonic() + self.max_answer_seconds
-        while not done.wait(0.2):
+        while (result := turn.wait(0.2)) is None:
             if not self._running.is_set():
                 return None
             if time.monotonic() > deadline:
                 log.warning("no answer to %s was heard within %.0f s; going on", item.author, self.max_answer_seconds)
                 self.avatar.interrupt()
+                result = turn.wait(10.0)
                 break
-        spoken = heard[0] if heard else Spoken(None, [])
-        reply.heard(spoken.text)
-        failed = getattr(reply, "failed", None)  # any reply-like object: only a Reply knows
-        if failed is not None:
-            self._failed(item, failed)
-            return spoken
-        text = " ".join(_TAG.sub("", spoken.text).split())
-        if not text:
+        if result is None or result.outcome is Outcome.DROPPED:
             self.unheard += 1
             self._dropped(item, "unheard")
-            return spoken
+            if result is not None and result.spoken.utterance is None:
+                self._stopping.wait(1.0)  # the avatar was full: let it speak before the next
+            return result
+        if result.outcome is Outcome.FAILED:
+            self._failed(item, result.error)
+            return result
         self.answered += 1
         if item.source is not None and self.replying.get(id(item.source)):
             try:
-                self._replies.put_nowait((item.source, item.message, text))
+                self._replies.put_nowait((item.source, item.message, result.heard))
             except queue.Full:
                 self.chat_replies_failed += 1
                 log.warning("chat reply to %s dropped: %d replies already wait", item.author, REPLIES_WAITING)
-        return spoken
+        return result
 
     def _failed(self, item: Queued, why: Exception) -> None:
         """The model failed while answering (it crashed and is restarting): the avatar has

@@ -14,16 +14,15 @@ import time
 from collections.abc import Iterator
 from typing import TextIO
 
-from ..conversation import Conversation, Question, Reply
 from ..brain.drafts import Draft, Drafts
+from ..brain.turns import MAX_ANSWER_S, TurnResult, Turns
+from ..conversation import Conversation, Question, Reply
 from ..errors import TalkerError
-from ..speech.text import _TAG
-from ..speech.timeline import Spoken
+from ..speech.text import strip_tags
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "terminal"
-MAX_ANSWER_S = 300.0  # a reply never heard back (a stuck sink?) must not hang the prompt forever
 
 
 class Console:
@@ -78,40 +77,21 @@ def _echo(reply: Reply | Draft, out: Console) -> Iterator[str]:
 
 def _show(text: str) -> str:
     """Model text for the terminal: no emotion tags, one line per answer."""
-    return re.sub(r"[ \t]*\n\s*", " ", _TAG.sub("", text))
+    return re.sub(r"[ \t]*\n\s*", " ", strip_tags(text))
 
 
 def ask(avatar, conversation: Conversation, text: str, out: Console, author: str = "", wait: bool = True,
-        on_done=None, reply: Reply | Draft | None = None) -> Spoken | None:
-    """Speak the answer to *text* (or the *reply* already begun for it). With *wait*, return
-    what was heard once it has been (None: it was never told); otherwise return at once
-    (the microphone keeps listening)."""
-    reply = reply or conversation.reply(Question(text, author, CHANNEL))
-    q = reply.question
-    done = threading.Event()
-    heard: list[Spoken] = []
-
-    def finished(spoken: Spoken) -> None:
-        reply.heard(spoken.text)
-        heard.append(spoken)
-        done.set()
-        if on_done is not None:
-            on_done(spoken)
-
-    try:
-        avatar.say(_echo(reply, out), question=q.label, on_done=finished)
-    except Exception as exc:  # noqa: BLE001 - queue full: say so and go on
-        log.warning("not queued: %s", exc)
-        if isinstance(reply, Draft):
-            reply.discard()  # its model thread would write on for nobody, holding the model
-        else:
-            reply.close()
-        finished(Spoken(None, []))
-        return None
-    if wait and not done.wait(MAX_ANSWER_S):
-        log.warning("no answer was heard within %.0f s; going on", MAX_ANSWER_S)
-        avatar.interrupt()
-    return heard[0] if heard else None
+        on_done=None, reply: Reply | Draft | None = None) -> TurnResult | None:
+    """The turn for *text* (or the *reply* already begun for it), its answer printed as it
+    is spoken. With *wait*, return what became of it once heard; otherwise return at once
+    (the microphone keeps listening) and tell *on_done*."""
+    question = reply.question if reply is not None else Question(text, author, CHANNEL)
+    turns = Turns(avatar, conversation)
+    echo = lambda pieces: _echo(pieces, out)  # noqa: E731
+    if wait:
+        return turns.answer(question, reply=reply, echo=echo, on_done=on_done)
+    turns.ask(question, reply=reply, echo=echo, on_done=on_done)
+    return None
 
 
 def chat_from_terminal(avatar, conversation: Conversation, lines: TextIO, out: TextIO, prompt: bool = False) -> None:

@@ -15,6 +15,12 @@ from ..frames import Sentence
 EMOTIONS = ("neutral", "happy", "sad", "surprised", "angry", "questioning")
 
 _TAG = re.compile(r"\[(\w+)\]")
+
+
+def strip_tags(text: str) -> str:
+    """*text* without its ``[emotion]`` tags: what was said, for memory, chat and captions.
+    The one place outside the splitter that knows what a tag looks like."""
+    return _TAG.sub("", text)
 _SENTENCE_END = re.compile(r"([.!?…]+[\"')\]]*\s+|[。！？；]+\s*|\n\s*\n)")
 _ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "etc.", "prof.", "jr.", "sr."}
 # Invisible format characters that sit inside words (soft hyphen, zero-width (non-)joiner,
