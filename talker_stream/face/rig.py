@@ -176,6 +176,7 @@ class Rig:
         # round (oo, w): lips pucker towards the centre, push out (look fuller), the opening rounds
         B["mouth_round"][:N_MESH, 0] = -(x - mc[0]) * 0.28 * near_mouth
         lip_any = upper_lip | lower_lip
+        lip_any[corners] = True  # the corners pucker with the lips they join
         B["mouth_round"][:N_MESH, 0] -= np.where(lip_any, (x - mc[0]) * 0.08, 0.0)
         B["mouth_round"][UPPER_OUTER, 1] -= 0.015 * H
         B["mouth_round"][LOWER_OUTER, 1] += 0.015 * H
