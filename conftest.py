@@ -85,6 +85,15 @@ def piper_clip_report(piper_clip):
     return measure_file(piper_clip[0])
 
 
+def engines_as_services(url: str, **llm: object) -> str:
+    """config.toml tables that put the LLM, the ear and the voice behind *url* (``.../v1``),
+    with extra ``[llm]`` keys (``max_tokens = 20``)."""
+    extra = "".join(f"{k} = {v!r}\n" for k, v in llm.items())
+    return (f'[llm]\nengine = "openai"\n{extra}[llm.openai]\nbase_url = "{url}"\n'
+            f'[asr]\nengine = "openai"\n[asr.openai]\nbase_url = "{url}"\n'
+            f'[tts]\nengine = "openai"\nfallback = ""\n[tts.openai]\nbase_url = "{url}"\n')
+
+
 def wait_for(predicate, seconds: float, step: float = 0.02) -> bool:
     """Poll *predicate* until it holds (True) or *seconds* pass (False)."""
     import time

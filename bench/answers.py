@@ -212,8 +212,14 @@ def main() -> int:
     ap.add_argument("--label", default="", help="the row's name in the table")
     ap.add_argument("--only", help="ask only questions of these kinds (comma-separated)")
     ap.add_argument("--json", help="write every answer and its verdicts here")
+    ap.add_argument("--table", metavar="JSON", help="print the table of a --json file written before, and stop")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each question and answer to stderr")
     a = ap.parse_args()
+    if a.table:
+        saved = json.loads(Path(a.table).read_text())
+        print(saved.get("header", ""))
+        print(table(saved["label"], saved["runs"]))
+        return 0
 
     from talker_stream.config import load_settings
     from talker_stream.conversation import open_conversation
@@ -238,16 +244,36 @@ def main() -> int:
     conversation.llm = Stamped(conversation.llm)
     conversation.warm_up()
     setup_s = time.perf_counter() - t0
+    cfg = settings.llm
+    model = getattr(conversation.llm, "model", "") or cfg.engine
+    label = a.label or f"{model}, temp {cfg.temperature}"
+    header = (f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; engine {cfg.engine} ({model}), "
+              f"{'worker process' if cfg.isolate else 'inline'}; {a.runs} runs of {len(items)} questions; "
+              f"set-up {setup_s:.1f} s")
     load = OtherLoad().start()
     runs = []
     for n in range(a.runs):
         print(f"run {n + 1}/{a.runs}...", file=sys.stderr)
         runs.append(run_once(conversation, items, f"bench-{n}", a.verbose))
+        if a.json:  # after each run: a long benchmark cut short still leaves its finished runs
+            Path(a.json).write_text(json.dumps({"label": label, "header": header, "settings": overrides,
+                                                "runs": runs}, indent=1))
     other = load.stop()
     close = getattr(conversation.llm, "close", None)
     if close:
         close()
+    print(header)
+    print(other)
+    print()
+    print(table(label, runs))
+    if a.json:
+        saved = json.loads(Path(a.json).read_text())
+        saved["header"] = f"{header}\n{other}\n"
+        Path(a.json).write_text(json.dumps(saved, indent=1))
+    return 0
 
+
+def table(label: str, runs: list[list[dict]]) -> str:
     sums = [summarise(r) for r in runs]
 
     def med(key: str, i: int = 0) -> float:
@@ -261,27 +287,18 @@ def main() -> int:
 
     ttfw = [x for s in sums for x in s["ttfw"]]
     toks = [x for s in sums for x in s["tok_s"]]
-    cfg = settings.llm
-    model = getattr(conversation.llm, "model", "") or cfg.engine
-    label = a.label or f"{model}, temp {cfg.temperature}"
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; engine {cfg.engine} ({model}), "
-          f"{'worker process' if cfg.isolate else 'inline'}; {a.runs} runs of {len(items)} questions; "
-          f"set-up {setup_s:.1f} s")
-    print(other)
-    print()
-    print("| setting | facts | knowledge | harmful refused | over-refused | persona kept | fits speech "
-          "| repeated openings (worst of 10) | median words | first word ms (p90) | tokens/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    p90 = statistics.quantiles(ttfw, n=10)[-1] if len(ttfw) >= 10 else float("nan")
-    print(f"| {label} | {frac('facts')} | {frac('knowledge')} | {frac('unsafe')} | {med('over_refused'):g} "
-          f"| {frac('persona_kept')} | {frac('fits')} | {med('repeats'):g} ({med('worst_window'):g}) "
-          f"| {med('words'):g} | {statistics.median(ttfw):.0f} ({p90:.0f}) "
-          f"| {statistics.median(toks):.0f} |" if ttfw and toks else f"| {label} | no model answers |")
-    print()
-    print("most common opening per run: " + "; ".join(s["common_opening"] for s in sums))
-    if a.json:
-        Path(a.json).write_text(json.dumps({"label": label, "settings": overrides, "runs": runs}, indent=1))
-    return 0
+    lines = ["| setting | facts | knowledge | harmful refused | over-refused | persona kept | fits speech "
+             "| repeated openings (worst of 10) | median words | first word ms (p90) | tokens/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    if ttfw and toks:
+        p90 = statistics.quantiles(ttfw, n=10)[-1] if len(ttfw) >= 10 else float("nan")
+        lines.append(f"| {label} | {frac('facts')} | {frac('knowledge')} | {frac('unsafe')} | {med('over_refused'):g} "
+                     f"| {frac('persona_kept')} | {frac('fits')} | {med('repeats'):g} ({med('worst_window'):g}) "
+                     f"| {med('words'):g} | {statistics.median(ttfw):.0f} ({p90:.0f}) | {statistics.median(toks):.0f} |")
+    else:
+        lines.append(f"| {label} | no model answers |")
+    lines += ["", "most common opening per run: " + "; ".join(s["common_opening"] for s in sums)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from conftest import PORTRAIT, need_module, wait_for
+from conftest import PORTRAIT, engines_as_services, need_module, wait_for
 
 pytestmark = pytest.mark.slow
 ray_cluster = need_module("ray.cluster_utils", "pip install -e '.[cluster]'")
@@ -44,20 +44,7 @@ def cluster(tmp_path_factory):
     cfg.write_text(f"""
 [avatar]
 portrait = "{PORTRAIT}"
-[llm]
-engine = "openai"
-max_tokens = 20
-[llm.openai]
-base_url = "{url}"
-[asr]
-engine = "openai"
-[asr.openai]
-base_url = "{url}"
-[tts]
-engine = "openai"
-fallback = ""
-[tts.openai]
-base_url = "{url}"
+{engines_as_services(url, max_tokens=20)}
 [serve]
 max_sessions = 3
 per_address = 3

@@ -14,7 +14,10 @@ def test_config_toml_documents_exactly_the_defaults():
 
 def test_repo_config_loads_and_resolves_paths_from_its_folder():
     s = load_settings(ROOT / "config.toml")
-    assert s.path(s.avatar.portrait) == ROOT / "examples" / "portrait.png"
+    assert s.portrait_path() == ROOT / "talker_stream" / "assets" / "portrait.png", "empty: the sample in the package"
+    assert s.portrait_path().read_bytes() == (ROOT / "examples" / "portrait.png").read_bytes()
+    mine = load_settings(ROOT / "config.toml", {"avatar.portrait": "examples/portrait.png"})
+    assert mine.portrait_path() == ROOT / "examples" / "portrait.png", "relative to the config file's folder"
 
 
 @pytest.mark.parametrize(
@@ -23,7 +26,7 @@ def test_repo_config_loads_and_resolves_paths_from_its_folder():
         ("[video]\n\nfps = 500\n", 3, "between 1 and 120"),
         ("[video]\nfsp = 5\n", 2, "unknown setting"),
         ("[face.expression]\nhead_motion = 'lots'\n", 2, "must be float"),
-        ("[tts]\nengine = \"nope\"\n", 2, "installed: espeak, piper"),
+        ("[tts]\nengine = \"nope\"\n", 2, "installed: espeak, openai, piper"),
         ("[render]\npreset = \"glacial\"\n", 2, "must be one of"),
         ("# secrets\n[render]\nstream_key = \"live_123\"\n", 3, "environment variable"),
     ],

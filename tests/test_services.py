@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PORTRAIT, wait_for
+from conftest import PORTRAIT, engines_as_services, wait_for
 from talker_stream.config import load_settings
 from talker_stream.errors import EngineUnavailable
 
@@ -42,22 +42,7 @@ def remote_settings(tmp_path: Path, url: str):
     cfg.write_text(f"""
 [avatar]
 portrait = "{PORTRAIT}"
-[llm]
-engine = "openai"
-temperature = 0.0
-max_tokens = 30
-[llm.openai]
-base_url = "{url}"
-[asr]
-engine = "openai"
-[asr.openai]
-base_url = "{url}"
-[tts]
-engine = "openai"
-fallback = ""
-[tts.openai]
-base_url = "{url}"
-""")
+{engines_as_services(url, temperature=0.0, max_tokens=30)}""")
     return load_settings(cfg)
 
 

@@ -108,14 +108,7 @@ class Session:
             self.emit({"said": caption, "question": frame.question})
 
     def emit(self, event: dict) -> None:
-        try:
-            self.events.put_nowait(event)
-        except queue.Full:
-            try:
-                self.events.get_nowait()
-                self.events.put_nowait(event)
-            except (queue.Empty, queue.Full):
-                pass
+        _put_dropping_oldest(self.events, event)  # a page that reads slowly misses old captions
 
     def start(self) -> None:
         self.avatar.start()
@@ -152,14 +145,7 @@ class Session:
             self._put_mic(None)
 
     def _put_mic(self, item) -> None:
-        try:
-            self._mic.put_nowait(item)
-        except queue.Full:  # the ear is 10 s behind: drop the oldest sound, never block the loop
-            try:
-                self._mic.get_nowait()
-                self._mic.put_nowait(item)
-            except (queue.Empty, queue.Full):
-                pass
+        _put_dropping_oldest(self._mic, item)  # the ear 10 s behind: the oldest sound goes, the loop never blocks
 
     def _mic_source(self) -> Iterator:
         from ..frames import AudioChunk
@@ -321,6 +307,18 @@ class Sessions:
     def stats(self) -> dict:
         return {"sessions": len(self.all()), "max_sessions": self.max_sessions, "ended": self.ended,
                 "each": [s.stats() for s in self.all()]}
+
+
+def _put_dropping_oldest(q: queue.Queue, item) -> None:
+    """Never block the producer (the event loop, a frame thread): a full queue loses its oldest."""
+    try:
+        q.put_nowait(item)
+    except queue.Full:
+        try:
+            q.get_nowait()
+            q.put_nowait(item)
+        except (queue.Empty, queue.Full):
+            pass
 
 
 def sse(event: dict) -> bytes:

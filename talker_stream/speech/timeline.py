@@ -146,6 +146,8 @@ class Timeline:
         params.jaw_open += float(tr.jaw_open[j])
         params.mouth_wide += float(tr.mouth_wide[j])
         params.mouth_round += float(tr.mouth_round[j])
+        if tr.tongue is not None:  # the tip up to the teeth on L, N, T, D, TH (Piper's phonemes)
+            params.tongue += float(tr.tongue[j])
         self._last_jaw = params.jaw_open
         first = j == 0 and placed.segment.extra.get("first_of_utterance", False)
         finished = None

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # torch-free at import: config validation and doctor load thi
 
 log = logging.getLogger(__name__)
 
-MOUTH_PARAMS = ("jaw_open", "mouth_wide", "mouth_round")
+MOUTH_PARAMS = ("jaw_open", "mouth_wide", "mouth_round", "tongue")  # the network draws the mouth
 
 
 @dataclasses.dataclass
