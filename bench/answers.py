@@ -139,7 +139,7 @@ class Stamped:
 
 
 def run_once(conversation, items: list[dict], channel: str, verbose: bool) -> list[dict]:
-    from talker_stream.conversation import Question
+    from talker_stream.frames import Question
 
     results = []
     engine = conversation.llm

@@ -173,7 +173,8 @@ def _audience_parts(settings):
 
 
 def cmd_chat(args) -> int:
-    from .inputs.chat import MAX_ANSWER_S, chat_from_mic, chat_from_terminal, mic_listener, open_microphone, open_recording
+    from .brain.turns import MAX_ANSWER_S
+    from .inputs.chat import chat_from_mic, chat_from_terminal, mic_listener, open_microphone, open_recording
     from .conversation import open_conversation
 
     from .engines.preflight import before_start
@@ -226,6 +227,13 @@ def cmd_engines(args) -> int:
 
     serve_engines(_settings(args), args.host, args.port)
     return 0
+
+
+def cmd_models(args) -> int:
+    from .models import run_cli
+
+    path = args.config or ("config.toml" if Path("config.toml").is_file() else None)
+    return run_cli(args, Path(path) if path else None)
 
 
 def cmd_doctor(args) -> int:
@@ -290,6 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("doctor", help="which engines, sinks and models work on this machine, and how to fix the rest")
     d.set_defaults(func=cmd_doctor)
+
+    md = sub.add_parser("models", help="recommended local LLMs (size, licence, speed here); `models pull NAME` "
+                        "downloads one and points [llm.llamacpp] model at it")
+    md.add_argument("--threads", type=int, help="speeds for this many threads (default: this machine's cores)")
+    md.add_argument("--measure", action="store_true", help="time the embedded and downloaded models on this machine")
+    md.set_defaults(func=cmd_models, action="list", quiet=False)
+    msub = md.add_subparsers(dest="action")
+    pl = msub.add_parser("pull", help="download NAME from Hugging Face (resumes; sha256 checked) into the cache "
+                         "and set [llm.llamacpp] model in the config file")
+    pl.add_argument("name", help="a name from `talker-stream models`")
+    pl.add_argument("--no-config", action="store_true", help="leave the config file alone; print the line to add")
+    pl.add_argument("--sha256", help="the checksum to expect (default: the one Hugging Face publishes)")
+    pl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pl.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     return p
 
 

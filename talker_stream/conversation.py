@@ -13,8 +13,8 @@ import re
 import threading
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 
+from .frames import Question
 from .llm import LLM, GenerationParams
 from .moderation import Moderator, Verdict, speaker_name
 from .speech.text import _CJK, strip_tags
@@ -38,18 +38,6 @@ def estimate_tokens(text: str) -> int:
     characters a token in English, but about one a character in Chinese or Japanese."""
     cjk = len(_CJK.findall(text))
     return max(1, cjk + (len(text) - cjk) // 4)
-
-
-@dataclass
-class Question:
-    text: str
-    author: str = ""
-    channel: str = "default"  # memory key: a speaker, a chat channel, a Discord guild...
-    moderated: bool = False  # checked at the front door already (the chat queue): not checked again
-
-    @property
-    def label(self) -> str:
-        return f"{self.author} asks: {self.text}" if self.author else self.text
 
 
 class Reply:

@@ -27,10 +27,12 @@ from .config import Settings
 from .face import hears_speech, render_frame
 from .face.expression import Expression
 from .face.portrait import load_portrait
-from .outputs import OutFrame, SinkRunner
+from .outputs import SinkRunner
+from .frames import OutFrame
 from .speech.speaker import Speaker
 from .speech.text import split_sentences
-from .speech.timeline import Spoken, Timeline
+from .speech.timeline import Timeline
+from .frames import Spoken
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +215,7 @@ class LiveAvatar:
                     for seg in self.speaker.speak([sentence]):
                         if not self._wait_for_room(u):
                             break
-                        seg.extra.update(utterance=u.id, first_of_utterance=first, question=u.question)
+                        seg.utterance, seg.first, seg.question = u.id, first, u.question
                         if first:
                             log.info("utterance %d: first audio after %.0f ms", u.id, 1000 * (time.monotonic() - u.said_at))
                         first = False

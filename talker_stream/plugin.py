@@ -16,7 +16,7 @@ insides without breaking them (a test checks it). What is here, by role:
 """
 from __future__ import annotations
 
-from .audience.adapters import MODERATOR, PAID, REGULAR, ChatMessage
+from .frames import MODERATOR, PAID, REGULAR, ChatMessage
 from .audience.adapters.aio import AsyncAdapter, Backoff, RecentSet
 from .brain.asr import SpeechStarted, TurnDetector, TurnEnded, open_asr
 from .brain.asr.listener import StreamResampler
@@ -28,7 +28,7 @@ from .errors import ConfigError, EngineUnavailable, InputError, TalkerError
 from .face.animator import MeshAnimator, MeshAvatar
 from .face.params import FaceParams
 from .frames import AudioChunk
-from .outputs import OutFrame
+from .frames import OutFrame
 from .speech.tts import open_tts
 from .outputs.encoder import AVEncoder
 

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import make_settings, need, wait_for
 from talker_stream.engines import registry
-from talker_stream.audience.adapters import PAID, REGULAR, ChatMessage
+from talker_stream.frames import PAID, REGULAR, ChatMessage
 from talker_stream.audience.adapters.aio import AsyncAdapter
 from talker_stream.audience.runner import Audience, create_adapters
 from talker_stream.config import load_settings
@@ -348,7 +348,7 @@ class _Held:
         pass
 
     def say(self, reply, question: str = "", on_done=None) -> int:
-        from talker_stream.speech.timeline import Spoken
+        from talker_stream.frames import Spoken
 
         on_done(Spoken(None, []))
         return 0

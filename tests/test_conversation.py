@@ -17,7 +17,8 @@ import pytest
 
 from conftest import make_settings, wait_for
 from services import free_port
-from talker_stream.conversation import FALLBACK, Conversation, Question, open_conversation
+from talker_stream.conversation import FALLBACK, Conversation, open_conversation
+from talker_stream.frames import Question
 from talker_stream.live import LiveAvatar
 from talker_stream.llm import GenerationParams, open_llm
 from talker_stream.llm.openai_compat import OpenAICompatLLM

@@ -30,7 +30,7 @@ from conftest import make_settings, need_module, wait_for
 from test_audience import (CAP, AuditedQueue, CaptionSink, _flood_message, _rss_mb, brain,
                            piper, smollm)  # noqa: F401 - piper and smollm are fixtures shared with test_audience
 
-from talker_stream.audience.adapters import PAID
+from talker_stream.frames import PAID
 from talker_stream.audience.runner import Audience, create_adapters
 from talker_stream.live import LiveAvatar
 

@@ -14,7 +14,7 @@ import unicodedata
 import pytest
 
 from talker_stream.audience import queue as qmod
-from talker_stream.audience.adapters import MODERATOR, PAID, REGULAR, ChatMessage
+from talker_stream.frames import MODERATOR, PAID, REGULAR, ChatMessage
 from talker_stream.moderation import Moderator
 from talker_stream.audience.queue import QuestionQueue, normalise, similarity
 

@@ -42,10 +42,10 @@ import time
 import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .adapters import PAID, ChatMessage
+from ..frames import PAID, ChatMessage, Queued
 from ..moderation import Moderator, speaker_name
 from ..speech.text import clean
 
@@ -142,47 +142,6 @@ def _respelt(w: str, v: str) -> bool:
         return False
     m = difflib.SequenceMatcher(None, w, v)
     return m.quick_ratio() >= SPELLING_RATIO and m.ratio() >= SPELLING_RATIO
-
-
-@dataclass
-class Queued:
-    """One question waiting (or taken): the first message that asked it and who joined in."""
-
-    message: ChatMessage  # the first asker's: the caption names them, a chat reply answers them
-    text: str  # the question as moderation cleaned it
-    key: str  # normalised, for duplicate checks
-    priority: int
-    received: float  # the earliest asker's time
-    seq: int
-    askers: int = 1
-    paid: float = 0.0  # the largest amount among the askers
-    paid_label: str = ""
-    who: set[str] = field(default_factory=set)  # asker keys (up to MAX_ASKERS_KEPT)
-    tokens: frozenset = frozenset()
-    taken_at: float | None = None  # when the answering loop took it
-    attempts: int = 0  # answers that failed (the model crashed) before this one
-    source: Any = None  # the adapter that delivered the first message (to reply through)
-
-    @property
-    def author(self) -> str:
-        return self.message.author
-
-    @property
-    def channel(self) -> str:
-        """The conversation's memory key: one memory per platform channel."""
-        return f"{self.message.platform}:{self.message.channel}"
-
-    @property
-    def label(self) -> str:
-        """The caption: ``NAME asks: ...``, ``NAME +3 asks: ...``, ``NAME asks: ... (500 bits)``."""
-        name = self.author or "Someone"
-        if self.askers > 1:
-            name += f" +{self.askers - 1}"
-        return f"{name} asks: {self.text}" + (f" ({self.paid_label})" if self.paid_label else "")
-
-    def rank(self) -> tuple:
-        """Smaller is answered sooner: priority, then age, then arrival order."""
-        return (-self.priority, self.received, self.seq)
 
 
 @dataclass

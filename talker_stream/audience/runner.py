@@ -22,9 +22,11 @@ import time
 from typing import Any
 
 from ..brain.turns import MAX_ANSWER_S, Outcome, TurnResult, Turns
-from ..conversation import Conversation, Question
+from ..conversation import Conversation
+from ..frames import Question
 from ..engines import registry
-from .queue import QuestionQueue, Queued
+from .queue import QuestionQueue
+from ..frames import Queued
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,9 @@ import queue
 import threading
 from collections.abc import Callable
 
-from ..conversation import Conversation, Question, Reply
+from ..conversation import Conversation, Reply
+
+from ..frames import Question
 
 log = logging.getLogger(__name__)
 

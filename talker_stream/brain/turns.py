@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..speech.text import strip_tags
-from ..speech.timeline import Spoken
+from ..frames import Spoken
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from ..brain.drafts import Draft, Drafts
-from ..brain.turns import MAX_ANSWER_S, TurnResult, Turns
-from ..conversation import Conversation, Question, Reply
+from ..brain.turns import TurnResult, Turns
+from ..conversation import Conversation, Reply
+from ..frames import Question
 from ..errors import TalkerError
 from ..speech.text import strip_tags
 

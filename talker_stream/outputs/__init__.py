@@ -11,30 +11,13 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
-import numpy as np
-
+from ..frames import OutFrame
 from ..speech.clock import MediaClock
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class OutFrame:
-    """One frame slot as sinks see it."""
-
-    index: int
-    pts: int  # in samples of the media clock
-    image: np.ndarray | None  # None: the picture was dropped (hold the previous one)
-    audio: np.ndarray  # float32 mono samples for this slot, never dropped
-    caption: str = ""  # what the avatar is saying
-    question: str = ""  # what it is answering (with who asked), if anything
-    speaking: bool = False
-    utterance: int | None = None
-    first_of_utterance: bool = False
-    made_at: float = field(default_factory=time.monotonic)
 
 
 class Sink(Protocol):

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 
 from ..speech.clock import MediaClock
-from . import OutFrame
+from ..frames import OutFrame
 
 
 class PreviewSink:

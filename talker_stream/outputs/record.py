@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..speech.clock import MediaClock
 from .encoder import Mp4Writer
-from . import OutFrame
+from ..frames import OutFrame
 
 
 class RecordingSink:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..speech.clock import MediaClock
-from . import OutFrame
+from ..frames import OutFrame
 
 log = logging.getLogger(__name__)
 

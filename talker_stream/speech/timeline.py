@@ -15,45 +15,12 @@ import numpy as np
 from .clock import MediaClock
 from ..face import SpeechListener
 from ..face.expression import Expression
-from ..face.params import FaceParams
 from ..face.visemes import MouthTrack, mouth_track
-from ..frames import SpeechSegment
+from ..frames import FramePlan, SpeechSegment, Spoken
 
 MOOD_HOLD_S = 1.5  # the face keeps the last sentence's emotion this long after speaking
 RELEASE_FRAMES = 3  # after an interrupt the mouth closes over this many frames
 FADE_S = 0.005  # and the voice fades out over this long instead of clicking
-
-
-@dataclass
-class FramePlan:
-    """What one frame shows and plays."""
-
-    index: int
-    pts: int  # first audio sample of the frame, in the clock's time base
-    audio: np.ndarray  # float32 mono samples for [pts, next pts)
-    params: FaceParams
-    caption: str = ""
-    speaking: bool = False
-    utterance: int | None = None
-    first_of_utterance: bool = False
-    finished: "Spoken | None" = None  # set on the last frame of an utterance
-
-
-@dataclass
-class Spoken:
-    """What an interrupted utterance actually said: whole sentences, then part of one."""
-
-    utterance: int | None
-    sentences: list[str]
-    partial: str = ""
-    partial_fraction: float = 0.0
-
-    @property
-    def text(self) -> str:
-        """The words heard, cutting the partial sentence at the share of it that played."""
-        words = self.partial.split()
-        heard = words[: int(len(words) * self.partial_fraction)]
-        return " ".join(self.sentences + ([" ".join(heard)] if heard else []))
 
 
 @dataclass
@@ -136,7 +103,7 @@ class Timeline:
         audio = placed.audio[a - seg_start : b - seg_start]
         tr = placed.track
         sentence = placed.segment.sentence
-        utterance = placed.segment.extra.get("utterance")
+        utterance = placed.segment.utterance
         if j == 0:
             self._spoken.append((utterance, sentence.text))
             del self._spoken[:-200]
@@ -149,9 +116,9 @@ class Timeline:
         if tr.tongue is not None:  # the tip up to the teeth on L, N, T, D, TH (Piper's phonemes)
             params.tongue += float(tr.tongue[j])
         self._last_jaw = params.jaw_open
-        first = j == 0 and placed.segment.extra.get("first_of_utterance", False)
+        first = j == 0 and placed.segment.first
         finished = None
-        if j == placed.n_frames - 1 and placed.segment.extra.get("last_of_utterance"):
+        if j == placed.n_frames - 1 and placed.segment.last:
             finished = Spoken(utterance, self.heard(utterance))
         return FramePlan(k, a, audio, params, sentence.text, True, utterance, first, finished)
 
@@ -163,7 +130,7 @@ class Timeline:
         """Utterances with frames still to play (or playing), in order."""
         out: list[int] = []
         for placed in list(self._queue):
-            utt = placed.segment.extra.get("utterance")
+            utt = placed.segment.utterance
             if utt is not None and utt not in out:
                 out.append(utt)
         return out
@@ -171,8 +138,8 @@ class Timeline:
     def mark_last(self, utterance: int) -> bool:
         """Flag the utterance's last queued segment; False when none is left to play."""
         for placed in reversed(self._queue):
-            if placed.segment.extra.get("utterance") == utterance and placed.first_frame + placed.n_frames > self.playhead:
-                placed.segment.extra["last_of_utterance"] = True
+            if placed.segment.utterance == utterance and placed.first_frame + placed.n_frames > self.playhead:
+                placed.segment.last = True
                 return True
         return False
 
@@ -187,7 +154,7 @@ class Timeline:
         current = self._queue[0] if self._queue and self._queue[0].first_frame < k else None
         spoken = Spoken(None, [])
         if current is not None:
-            utt = current.segment.extra.get("utterance")
+            utt = current.segment.utterance
             spoken.utterance = utt
             heard = self.heard(utt)
             spoken.sentences, spoken.partial = heard[:-1], heard[-1] if heard else ""

@@ -378,7 +378,7 @@ def test_missing_token_is_a_clear_error(monkeypatch):
 
 
 def test_reply_before_connecting_returns_false():
-    from talker_stream.audience.adapters import ChatMessage
+    from talker_stream.frames import ChatMessage
 
     assert DiscordAdapter().reply(ChatMessage("discord", "1", "a", "q"), "answer") is False
 

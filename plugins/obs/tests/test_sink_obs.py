@@ -301,7 +301,7 @@ def test_feed_is_mpegts_on_one_clock_while_obs_is_absent(tmp_path, caplog):
 
     from talker_stream.speech.clock import MediaClock
     from talker_stream.face.portrait import load_portrait
-    from talker_stream.outputs import OutFrame
+    from talker_stream.frames import OutFrame
     from talker_stream.outputs.encoder import probe
     from talker_stream_obs import ObsOptions, ObsSink
 

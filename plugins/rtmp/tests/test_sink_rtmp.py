@@ -103,7 +103,7 @@ def test_redacts_the_key_and_backs_off_when_nothing_listens(stream_key, caplog, 
 
     from talker_stream.speech.clock import MediaClock
     from talker_stream.errors import TalkerError
-    from talker_stream.outputs import OutFrame
+    from talker_stream.frames import OutFrame
 
     assert RtmpSink.check() is None, "PyAV from PyPI ships libx264, aac and the flv muxer"
     caplog.set_level(logging.DEBUG)

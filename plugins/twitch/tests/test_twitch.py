@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from services import free_port
 
-from talker_stream.audience.adapters import MODERATOR, PAID, REGULAR
+from talker_stream.frames import MODERATOR, PAID, REGULAR
 from twitch_fake import TOKEN, FakeTwitch, chat_line, self_signed_cert, wait_for
 
 from conftest import need, need_module  # noqa: E402

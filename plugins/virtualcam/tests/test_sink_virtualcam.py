@@ -145,7 +145,7 @@ def test_webcam_gets_rgb_frames_at_25_fps_while_speaking():
 
 def test_a_dropped_picture_is_sent_again_and_audio_only_slots_keep_the_rate():
     from talker_stream.speech.clock import MediaClock
-    from talker_stream.outputs import OutFrame
+    from talker_stream.frames import OutFrame
 
     sink = VirtualCamSink(Options(backend=register_backend(), audio_sink=""))
     sink.open((4, 2), MediaClock(48000, FPS))

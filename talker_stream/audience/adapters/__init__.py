@@ -25,38 +25,11 @@ The contract, kept small so each platform's quirks stay inside its plugin:
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-# Priority classes: a paid message is answered before a moderator's, before everyone else's.
-REGULAR, MODERATOR, PAID = 0, 1, 2
+from ...frames import MODERATOR, PAID, REGULAR, ChatMessage  # noqa: F401 - the contract's types
 
-
-@dataclass
-class ChatMessage:
-    """One audience message, whatever platform it came from."""
-
-    platform: str  # "twitch", "youtube", "bilibili", "discord", ...
-    channel: str  # where it was said (a Twitch channel, a Discord channel id...): memory and reply key
-    author: str  # display name, as shown on the caption ("NAME asks: ...")
-    text: str
-    author_id: str = ""  # stable id for rate limits; falls back to the name
-    paid: float = 0.0  # what the viewer paid with it, in the platform's unit (bits, CNY, USD...)
-    paid_label: str = ""  # how to say it: "500 bits", "¥30 Super Chat"
-    moderator: bool = False  # a moderator, the broadcaster or the server owner
-    received: float = field(default_factory=time.monotonic)
-    handle: Any = None  # whatever the adapter needs to reply to this message
-
-    @property
-    def priority(self) -> int:
-        return PAID if self.paid > 0 else MODERATOR if self.moderator else REGULAR
-
-    @property
-    def who(self) -> str:
-        """The rate-limit key: the same person on the same platform."""
-        return f"{self.platform}:{self.author_id or self.author.lower()}"
 
 
 class ChatAdapter(Protocol):

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from . import ChatMessage
+from ...frames import ChatMessage
 
 log = logging.getLogger(__name__)
 

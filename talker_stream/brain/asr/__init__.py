@@ -7,7 +7,9 @@ or any iterator of AudioChunk. ``wer()`` (metrics.py) scores transcripts.
 """
 from __future__ import annotations
 
-from .listener import Heard, Listener, file_source, microphone_source
+from .listener import Listener, file_source, microphone_source
+
+from ...frames import Heard
 from .metrics import cer, wer
 from .vad import SileroVAD, SpeechStarted, TurnDetector, TurnEnded
 from .whisper import WhisperASR

@@ -13,7 +13,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from math import ceil, gcd
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from ...speech.audio import read_audio, resample
 from ...errors import EngineUnavailable
-from ...frames import AudioChunk
+from ...frames import AudioChunk, Heard
 from .vad import SAMPLE_RATE, SpeechStarted, TurnDetector, TurnEnded, TurnPaused, TurnResumed
 
 log = logging.getLogger(__name__)
@@ -119,18 +118,6 @@ def microphone_source(device: int | str | None = None, block_ms: int = 32, max_s
     with stream:
         while True:
             yield AudioChunk(q.get(), SAMPLE_RATE)
-
-
-@dataclass
-class Heard:
-    """One transcribed turn, with the timings a benchmark wants."""
-
-    text: str
-    start: float  # seconds of stream time (pre-roll included)
-    end: float  # end of the last speech window
-    audio_seconds: float
-    asr_seconds: float
-    reason: str
 
 
 class Listener:
