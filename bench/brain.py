@@ -50,7 +50,7 @@ from talker_stream.conversation import Question, open_conversation  # noqa: E402
 from talker_stream.brain.drafts import Drafts  # noqa: E402
 from talker_stream.face.animator import MeshAnimator  # noqa: E402
 from talker_stream.frames import AudioChunk  # noqa: E402
-from talker_stream.outputs import create_sinks  # noqa: E402
+from talker_stream.outputs import open_sinks  # noqa: E402
 from talker_stream.speech.tts import open_tts  # noqa: E402
 
 from _load import OtherLoad, cpu_model  # noqa: E402
@@ -283,7 +283,7 @@ def main() -> None:
             listener.barge_in = False  # the avatar's voice is not fed back into this "microphone"
             listener.asr.transcribe(spoken_pcm(tts, "Hello there.")[0], "en")  # load Whisper once
         instrument(marks, conversation, tts, listener.asr if listener else None)
-        live = live_mod.LiveAvatar(s, create_sinks(s) + [FirstFrameSink(marks)], tts=tts,
+        live = live_mod.LiveAvatar(s, open_sinks(s) + [FirstFrameSink(marks)], tts=tts,
                                    engine=MeshAnimator()).start()
         time.sleep(2)
         load = OtherLoad().start()

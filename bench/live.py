@@ -6,7 +6,7 @@ Everything is real and built the way `talker-stream live` builds it: settings fr
 ``load_settings`` (the defaults of config.toml), the voice from ``open_tts(settings,
 live=True)`` (Piper on one thread, in its supervised worker process when ``[tts] isolate``
 is on, as in the product), the face from the configured face engine, the sinks from
-``create_sinks`` (preview JPEGs, an mp4 recording, an RTMP push to a local nginx started
+``open_sinks`` (preview JPEGs, an mp4 recording, an RTMP push to a local nginx started
 here, and the virtual camera through pyvirtualcam's real Camera class on a backend that
 discards frames, since no v4l2loopback module can be loaded on this machine). CPU figures
 count this process and its descendants (the voice worker), not nginx.
@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from talker_stream.config import load_settings  # noqa: E402
 from talker_stream.live import LiveAvatar  # noqa: E402
-from talker_stream.outputs import create_sinks  # noqa: E402
+from talker_stream.outputs import open_sinks  # noqa: E402
 
 from _load import OtherLoad, cpu_model, tree_cpu_seconds  # noqa: E402
 
@@ -102,9 +102,9 @@ def settings(sinks: list[str], folder: Path, **extra):
 
 
 def open_live(s, extra_sinks=()) -> LiveAvatar:
-    """As `talker-stream live` opens it: sinks from create_sinks, and LiveAvatar's own
+    """As `talker-stream live` opens it: sinks from open_sinks, and LiveAvatar's own
     open_tts(settings, live=True) and face engine (both closed again by stop())."""
-    return LiveAvatar(s, create_sinks(s) + list(extra_sinks))
+    return LiveAvatar(s, open_sinks(s) + list(extra_sinks))
 
 
 def header(what: str, s) -> None:

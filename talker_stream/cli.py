@@ -79,9 +79,9 @@ def _start_live(settings):
     """
     from .live import LiveAvatar
     from .server import ControlServer
-    from .outputs import create_sinks
+    from .outputs import open_sinks
 
-    sinks = create_sinks(settings)
+    sinks = open_sinks(settings)
     avatar = LiveAvatar(settings, sinks)
     server = None
     if settings.server.enabled:
@@ -163,11 +163,11 @@ def _audience_parts(settings):
     """(conversation, adapters) when [chat] adapters names any, else None; the model is warm."""
     if not settings.chat.adapters:
         return None
-    from .audience.runner import create_adapters
+    from .audience.runner import open_adapters
     from .conversation import open_conversation
 
     conversation = open_conversation(settings)
-    adapters = create_adapters(settings)
+    adapters = open_adapters(settings)
     conversation.warm_up()
     return conversation, adapters
 

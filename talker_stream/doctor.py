@@ -41,11 +41,24 @@ def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
 
     out.append(("asr", "faster-whisper", "", WhisperASR.check(settings.asr, settings.base_dir)))
     out.append(("writer", "mp4 (h264+aac)", "", _writer_check()))
+    out.append(("model fit", _model_fit(settings), "", None))
     out.append(("voice rule", settings.tts.engine, "selected", _voice_rule(settings)))
     out += _probes(settings, out)
     portrait = settings.portrait_path()
     out.append(("portrait", str(portrait), "", None if portrait.is_file() else "file not found; set avatar.portrait"))
     return out
+
+
+def _model_fit(settings: Settings) -> str:
+    """Which recommended local LLM this machine's memory and cores carry (talker-stream models)."""
+    from .models import best_fit, machine
+
+    cores, avail = machine()
+    model, why = best_fit(cores, avail, cores)
+    set_to = settings.llm.llamacpp.threads
+    if model is not None and set_to and set_to < cores:
+        why += f"; with [llm.llamacpp] threads = {cores} (now {set_to})"
+    return why
 
 
 def _voice_rule(settings: Settings) -> str | None:

@@ -53,14 +53,14 @@ class LiveAvatar:
     """The always-on avatar. ``start()``, then ``say()`` and ``interrupt()`` from any thread."""
 
     def __init__(self, settings: Settings, sinks: list, tts=None, engine=None, portrait: np.ndarray | None = None):
-        from .offline import face_engine
+        from .face import open_face
         from .speech.tts import open_tts
 
         self.settings = settings
         self.clock = MediaClock(settings.video.sample_rate, settings.video.fps)
         path = settings.portrait_path()
         self.portrait = portrait if portrait is not None else load_portrait(path, settings.avatar.max_size)
-        self.engine = engine or face_engine(settings)
+        self.engine = engine or open_face(settings)
         self.avatar = self.engine.prepare(self.portrait, source=str(path))
         self._own_tts = tts is None  # opened here (a worker process, maybe): closed in stop()
         self.speaker = Speaker(tts or open_tts(settings, live=True), self.clock)

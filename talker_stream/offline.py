@@ -12,12 +12,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engines import registry
 from .speech.audio import read_audio
 from .speech.clock import MediaClock
 from .config import Settings
-from .errors import EngineUnavailable, InputError
-from .face import hears_speech, render_frame
+from .errors import InputError
+from .face import hears_speech, open_face, render_frame
 from .face.expression import Expression
 from .frames import Sentence, SpeechSegment
 from .face.portrait import load_portrait
@@ -64,17 +63,6 @@ def _non_empty(sentences: Iterator[Sentence]) -> Iterator[Sentence]:
     return itertools.chain([first], sentences)
 
 
-def face_engine(settings: Settings):
-    """The configured face engine, given its [face.NAME] options when it declares any."""
-    name = settings.face.engine
-    cls = registry.load("face", name)
-    why = cls.check() if hasattr(cls, "check") else None
-    if why:
-        raise EngineUnavailable(f"face engine {name!r} cannot run here: {why}")
-    options = settings.face.options(name)
-    return cls(options, base_dir=settings.base_dir) if options is not None else cls()
-
-
 def render(
     settings: Settings,
     output: str | Path,
@@ -93,7 +81,7 @@ def render(
     clock = MediaClock(settings.video.sample_rate, settings.video.fps)
     portrait_path = settings.portrait_path()
     portrait = load_portrait(portrait_path, settings.avatar.max_size)
-    engine = face_engine(settings)
+    engine = open_face(settings)
     # MediaPipe keeps a graph (and its threads) alive until the engine is closed
     with contextlib.closing(engine) if hasattr(engine, "close") else contextlib.nullcontext():
         avatar = engine.prepare(portrait, source=str(portrait_path))

@@ -23,7 +23,7 @@ from conftest import make_settings, need, wait_for
 from talker_stream.engines import registry
 from talker_stream.frames import PAID, REGULAR, ChatMessage
 from talker_stream.audience.adapters.aio import AsyncAdapter
-from talker_stream.audience.runner import Audience, create_adapters
+from talker_stream.audience.runner import Audience, open_adapters
 from talker_stream.config import load_settings
 from talker_stream.conversation import Conversation
 from talker_stream.errors import ConfigError
@@ -245,7 +245,7 @@ def test_doctor_lists_the_chosen_adapters():
 
 def test_create_adapters_passes_options_and_what_the_constructor_accepts(monkeypatch):
     """A plugin class registered the way a plugin registers (an entry point), to see what
-    create_adapters hands its constructor."""
+    open_adapters hands its constructor."""
     got = {}
 
     @dataclasses.dataclass
@@ -265,7 +265,7 @@ def test_create_adapters_passes_options_and_what_the_constructor_accepts(monkeyp
                         if kind == "adapter" else real(kind))
     settings = load_settings(None, {"chat.adapters": ["platform"], "chat.reply_in_chat": True,
                                     "adapters.platform.room": "hall"})
-    [adapter] = create_adapters(settings)
+    [adapter] = open_adapters(settings)
     assert isinstance(adapter, Platform)
     assert got == {"options": Options("hall"), "base_dir": settings.base_dir, "reply_in_chat": True}
 

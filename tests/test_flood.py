@@ -10,7 +10,7 @@ users would have typed, and some malformed packets a real server could send.
 
 Where the real code begins: at the network. The four real adapter plugins (Twitch's IRC
 client, the Bilibili websocket client, the YouTube poller, discord.py's client) are created
-by ``create_adapters`` from a Settings whose ``[chat]`` and ``[adapters.NAME]`` tables point
+by ``open_adapters`` from a Settings whose ``[chat]`` and ``[adapters.NAME]`` tables point
 at the fakes, and run by the real ``Audience`` runner: the real question queue (subclassed
 only to record its outcomes and each take), the real SmolLM2 conversation, the real live
 avatar with the Piper voice and the mesh face, into a frame-counting sink, and answers back
@@ -31,7 +31,7 @@ from test_audience import (CAP, AuditedQueue, CaptionSink, _flood_message, _rss_
                            piper, smollm)  # noqa: F401 - piper and smollm are fixtures shared with test_audience
 
 from talker_stream.frames import PAID
-from talker_stream.audience.runner import Audience, create_adapters
+from talker_stream.audience.runner import Audience, open_adapters
 from talker_stream.live import LiveAvatar
 
 need_module("brotli", "pip install -e plugins/bilibili")
@@ -219,7 +219,7 @@ def test_flood_across_platforms_through_the_real_adapters(servers, smollm, anima
     questions = FloodQueue.from_settings(settings)
     conv = brain(smollm, 12)  # short answers: more of them in 30 s on two loaded cores
     live = LiveAvatar(settings, [sink], tts=piper, engine=animator).start()
-    adapters = {a.name: a for a in create_adapters(settings)}
+    adapters = {a.name: a for a in open_adapters(settings)}
     audience = Audience(live, conv, list(adapters.values()), questions, settings.chat.reply_in_chat).start()
     crowd = Crowd(twitch, bili, youtube, disc)
     rng = random.Random(5)

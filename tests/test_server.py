@@ -33,11 +33,11 @@ def live():
     """One avatar and server for the module: building the avatar takes a couple of seconds."""
     from talker_stream.live import LiveAvatar
     from talker_stream.server import ControlServer
-    from talker_stream.outputs import create_sinks
+    from talker_stream.outputs import open_sinks
 
     settings = make_settings(**{"live.sinks": ["preview"], "live.max_queued_utterances": MAX_QUEUED,
                                 "server.preview_fps": 25.0})
-    sinks = create_sinks(settings)
+    sinks = open_sinks(settings)
     avatar = LiveAvatar(settings, sinks)
     server = ControlServer(avatar, sinks[0], host="127.0.0.1", port=0, token=TOKEN).start()
     avatar.start()

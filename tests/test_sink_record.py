@@ -18,7 +18,7 @@ def test_session_recording_is_complete_lip_synced_and_where_the_config_says(tmp_
     from talker_stream.config import load_settings
     from talker_stream.face.lipsync import measure_file
     from talker_stream.live import LiveAvatar
-    from talker_stream.outputs import create_sinks
+    from talker_stream.outputs import open_sinks
     from talker_stream.outputs.encoder import probe
 
     home = tmp_path / "project"
@@ -31,7 +31,7 @@ def test_session_recording_is_complete_lip_synced_and_where_the_config_says(tmp_
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # a relative path must resolve against the config's folder, not here
     settings = load_settings(home / "config.toml")
-    sinks = create_sinks(settings)
+    sinks = open_sinks(settings)
     recordings = home / "recordings"
 
     avatar = LiveAvatar(settings, sinks)

@@ -39,10 +39,10 @@ playwright_api = need_module("playwright.sync_api", "pip install -e .[test] (pla
 def live():
     from talker_stream.live import LiveAvatar
     from talker_stream.server import ControlServer
-    from talker_stream.outputs import create_sinks
+    from talker_stream.outputs import open_sinks
 
     settings = make_settings(**{"live.sinks": ["preview"]})
-    sinks = create_sinks(settings)
+    sinks = open_sinks(settings)
     avatar = LiveAvatar(settings, sinks)
     server = ControlServer(avatar, sinks[0], host="127.0.0.1", port=0, token=TOKEN).start()
     avatar.start()

@@ -38,7 +38,7 @@ NOTICES_WAITING = 256  # "your question was dropped" notices; a flood drops most
 # these must never crowd the answers out of REPLIES_WAITING, so they wait apart and go second
 
 
-def create_adapters(settings) -> list:
+def open_adapters(settings) -> list:
     """The adapters named in [chat] adapters, each built with its [adapters.NAME] options.
 
     An adapter class is called as ``cls(options, **extra)``, where *extra* holds whichever of
@@ -107,7 +107,7 @@ class Audience:
 
     @classmethod
     def from_settings(cls, settings, avatar, conversation: Conversation, adapters: list | None = None) -> "Audience":
-        adapters = create_adapters(settings) if adapters is None else adapters
+        adapters = open_adapters(settings) if adapters is None else adapters
         return cls(avatar, conversation, adapters, QuestionQueue.from_settings(settings), settings.chat.reply_in_chat)
 
     # -- life --------------------------------------------------------------------------------

@@ -94,9 +94,9 @@ def _probe_tts(settings, name: str) -> str:
 def _probe_face(settings, name: str) -> str:
     from ..face import FaceParams, render_frame
     from ..face.portrait import load_portrait
-    from ..offline import face_engine
+    from ..face import open_face
 
-    engine = face_engine(settings)
+    engine = open_face(settings)
     avatar = engine.prepare(load_portrait(settings.portrait_path()))
     frame = render_frame(engine, avatar, FaceParams(), None, 0)
     return f"drew a {frame.shape[1]}x{frame.shape[0]} frame"

@@ -48,4 +48,18 @@ def render_frame(engine: Any, avatar: Any, params: FaceParams, out: np.ndarray |
     return engine.render(avatar, params, out=out)
 
 
-__all__ = ["FaceEngine", "FaceParams", "SpeechListener", "hears_speech", "render_frame"]
+def open_face(settings) -> Any:
+    """The configured face engine, given its [face.NAME] options when it declares any."""
+    from ..engines import registry
+    from ..errors import EngineUnavailable
+
+    name = settings.face.engine
+    cls = registry.load("face", name)
+    why = cls.check() if hasattr(cls, "check") else None
+    if why:
+        raise EngineUnavailable(f"face engine {name!r} cannot run here: {why}")
+    options = settings.face.options(name)
+    return cls(options, base_dir=settings.base_dir) if options is not None else cls()
+
+
+__all__ = ["FaceEngine", "FaceParams", "SpeechListener", "hears_speech", "open_face", "render_frame"]

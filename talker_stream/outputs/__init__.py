@@ -105,7 +105,7 @@ class SinkRunner:
                 "last_error": self.last_error}
 
 
-def create_sinks(settings) -> list:
+def open_sinks(settings) -> list:
     """Instantiate the sinks named in [live] sinks, each with its [sinks.NAME] options."""
     from ..engines import registry
 

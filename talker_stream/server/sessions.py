@@ -77,7 +77,7 @@ class Session:
     def __init__(self, engines: SharedEngines, loop: asyncio.AbstractEventLoop, address: str) -> None:
         from ..conversation import open_conversation
         from ..live import LiveAvatar
-        from ..offline import face_engine
+        from ..face import open_face
         from ..outputs.webrtc import WebRTCSink
 
         self.id = secrets.token_urlsafe(12)
@@ -89,7 +89,7 @@ class Session:
         self.sink.on_frame = self._on_frame
         settings = engines.settings
         with engines.prepare_lock:
-            self.avatar = LiveAvatar(settings, [self.sink], tts=engines.tts, engine=face_engine(settings))
+            self.avatar = LiveAvatar(settings, [self.sink], tts=engines.tts, engine=open_face(settings))
         self.conversation = open_conversation(settings, llm=engines.llm)
         self.events: queue.Queue[dict] = queue.Queue(maxsize=EVENTS_KEPT)
         self.pc = None

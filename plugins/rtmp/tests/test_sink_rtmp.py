@@ -46,11 +46,11 @@ def stream_key(monkeypatch) -> str:
 def rtmp_avatar(url: str, **options):
     """A LiveAvatar whose only sink is rtmp, built the way the CLI builds it (config + registry)."""
     from talker_stream.live import LiveAvatar
-    from talker_stream.outputs import create_sinks
+    from talker_stream.outputs import open_sinks
 
     settings = make_settings(**{"live.sinks": ["rtmp"], "sinks.rtmp.url": url,
                                 **{f"sinks.rtmp.{k}": v for k, v in options.items()}})
-    sinks = create_sinks(settings)
+    sinks = open_sinks(settings)
     return LiveAvatar(settings, sinks), sinks[0]
 
 
