@@ -214,7 +214,7 @@ def _head(url: str, timeout: float) -> tuple[str, str, int | None]:
 
 
 def pull(m: Model, dest_dir: Path | None = None, progress: bool = True, timeout: float = 60.0,
-         sha256: str = "") -> Path:
+         sha256: str = "", console=None) -> Path:
     """Download *m* into the cache (or *dest_dir*) and return its path; resumes a partial file."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
@@ -239,7 +239,7 @@ def pull(m: Model, dest_dir: Path | None = None, progress: bool = True, timeout:
         part.unlink()  # a partial file of another version: start again
     meta.write_text(json.dumps({"url": url, "sha256": expected, "size": size}))
     columns = [TextColumn(f"[bold]{m.name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress, transient=False) as bar:
+    with Progress(*columns, disable=not progress, transient=False, console=console) as bar:
         task = bar.add_task("pull", total=size, completed=part.stat().st_size if part.exists() else 0)
         attempt = 0
         while True:
@@ -329,7 +329,7 @@ def set_model_in_config(config: Path, model_path: Path) -> str:
     """Point ``[llm.llamacpp] model`` in *config* at *model_path*, changing only that value
     (comments, order and every other line stay as they were). Returns what was done. The new
     text must parse to the old settings with only that value changed, or nothing is written."""
-    text = config.read_text(encoding="utf-8")
+    text = config.read_bytes().decode("utf-8")  # as it is: CRLF line ends stay CRLF
     before = tomllib.loads(text)
     value = json.dumps(str(model_path))  # a TOML basic string is a JSON string for a path
     lines = text.splitlines(keepends=True)
@@ -403,12 +403,13 @@ def run_cli(args, config: Path | None) -> int:
     if getattr(args, "action", None) == "pull":
         m = find(args.name)
         path = pull(m, progress=not args.quiet, sha256=args.sha256 or "")
-        console.print(f"{m.name}: {path} (sha256 checked)")
+        console.print(f"{m.name}: {path} (sha256 checked)", soft_wrap=True, markup=False)
         line = f"model = {json.dumps(str(path))}"
         if args.no_config or config is None:
-            console.print(f"to use it, put this under [llm.llamacpp] in your config.toml:\n  {line}", markup=False)
+            console.print(f"to use it, put this under [llm.llamacpp] in your config.toml:\n  {line}", markup=False,
+                          soft_wrap=True)
         else:
-            console.print(set_model_in_config(config, path), markup=False)
+            console.print(set_model_in_config(config, path), markup=False, soft_wrap=True)
         return 0
     if args.measure:
         from .llm.llamacpp import bundled_model
