@@ -405,6 +405,9 @@ def serve(conn: Connection) -> None:
 def _main() -> None:
     fd = int(sys.argv[1])
     os.environ.setdefault("GLOG_minloglevel", "2")
+    niceness = int(os.environ.pop("TALKER_WORKER_NICE", "0") or 0)
+    if niceness:  # this engine yields the CPU to the ones on the avatar's critical path
+        os.nice(niceness)
     conn = Connection(fd)
     try:
         serve(conn)

@@ -17,13 +17,19 @@ from ..engines.isolation import IsolatedEngine
 from . import GenerationParams
 
 
+WORKER_NICE = 5
+
+
 class IsolatedLLM:
     """The same ``stream``/``count_tokens`` interface as the engine it hosts."""
 
     def __init__(self, name: str, options: Any = None, base_dir: Path | None = None) -> None:
         self.name = name
+        # The model writes ahead of the voice (it is drained eagerly, so other callers get it
+        # sooner); on a small CPU that must not slow the voice of the first sentence, which
+        # is what the audience waits for: the worker runs at a lower priority (nice 5).
         self.worker = IsolatedEngine(f"the local LLM ({name})", "talker_stream.engines.isolation:Hosted",
-                                     "llm", name, options, base_dir=base_dir)
+                                     "llm", name, options, base_dir=base_dir, env={"TALKER_WORKER_NICE": str(WORKER_NICE)})
         self.model = self.worker.info["attrs"].get("model", "")
         if "count_tokens" not in self.worker.info["methods"]:
             self.count_tokens = None  # the conversation estimates instead
