@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import base64
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from _load import OtherLoad
+from _serve import start_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ["What is your favourite colour?", "Can you tell me a joke?", "Why is the sky blue?",
@@ -44,9 +43,7 @@ def main() -> int:
     cfg = folder / "config.toml"
     cfg.write_text(f'[avatar]\nportrait = "{ROOT / "examples/portrait.png"}"\n[llm]\nmax_tokens = 60\n'
                    f'[serve]\nidle_timeout = {a.minutes * 60 + 120}\n')
-    proc = subprocess.Popen([sys.executable, "-m", "talker_stream.cli", "-c", str(cfg), "serve", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    url = re.search(r"http://[\d.]+:\d+/", proc.stdout.readline()).group(0)
+    proc, url = start_cli("-c", str(cfg), "serve", "--port", "0")
     pw = sync_playwright().start()
     ctx = pw.chromium.launch_persistent_context(str(folder / "profile"), executable_path="/usr/bin/chromium",
                                                headless=True, args=FLAGS)

@@ -262,12 +262,9 @@ def main() -> None:
                      "llm.isolate": a.llm_process == "worker"}
         cfg = None
         if a.engines == "remote":
-            import re
-            import subprocess
+            from _serve import start_cli
 
-            server = subprocess.Popen([sys.executable, "-m", "talker_stream.cli", "engines", "--port", "0"],
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            url = re.search(r"http://[\d.]+:\d+/v1", server.stdout.readline()).group(0)
+            server, url = start_cli("engines", "--port", "0")
             cfg = folder / "remote.toml"
             cfg.write_text(f'[llm]\nengine = "openai"\n[llm.openai]\nbase_url = "{url}"\n[asr]\nengine = "openai"\n'
                            f'[asr.openai]\nbase_url = "{url}"\n[tts]\nengine = "openai"\nfallback = ""\n'

@@ -25,9 +25,7 @@ import asyncio
 import fractions
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -36,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from _load import OtherLoad
+from _serve import start_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ["What is your favourite colour?", "Can you tell me a joke?", "Why is the sky blue?",
@@ -223,9 +222,7 @@ def main() -> int:
     cfg = Path("/tmp/bench-sessions.toml")
     cfg.write_text(f'[avatar]\nportrait = "{ROOT / "examples/portrait.png"}"\n[serve]\nmax_sessions = {max(a.counts)}\n'
                    f'per_address = {max(a.counts)}\n')
-    proc = subprocess.Popen([sys.executable, "-m", "talker_stream.cli", "-c", str(cfg), "serve", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    url = re.search(r"http://[\d.]+:\d+/", proc.stdout.readline()).group(0)
+    proc, url = start_cli("-c", str(cfg), "serve", "--port", "0")
     load = OtherLoad().start()
     rows = []
     try:
