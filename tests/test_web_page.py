@@ -105,6 +105,8 @@ def open_page(browser, server):
     page = browser.new_page()
     page.goto(server.url + "#token=" + TOKEN)
     page.wait_for_function("window.previewSize()[0] > 0")
+    # a video element knows its size before its first picture is painted: wait for a picture
+    assert wait_for(lambda: preview_pixels(page).std() > 20, 10, 0.2), "the preview shows the avatar"
     return page
 
 
