@@ -125,8 +125,13 @@ class LLMSettings:
     persona: str = "You are Tess, a cheerful AI streamer who answers the audience's questions briefly and kindly."
     temperature: float = opt(0.7, 0, 2)
     top_p: float = opt(0.9, 0, 1)
+    repeat_penalty: float = opt(1.1, 1.0, 2.0)  # > 1: repeated words less likely (servers: frequency_penalty)
     max_tokens: int = opt(160, 1, 4096)
+    max_sentences: int = opt(2, 0, 50)  # the answer ends after this many sentences; 0 = when the model stops
     memory_tokens: int = opt(1200, 0, 100000)
+    memory_turns: int = opt(2, 0, 1000)  # past exchanges the model is shown (within memory_tokens); 0 = all
+    knowledge: str = ""  # the streamer's facts (plain text or markdown); passages matching a question go with it
+    knowledge_passages: int = opt(3, 1, 20)  # at most this many passages per question
     isolate: bool = True  # native engines (llama.cpp) run in a supervised worker process
     llamacpp: LlamaCppSettings = field(default_factory=LlamaCppSettings)
     openai: OpenAISettings = field(default_factory=OpenAISettings)
@@ -342,10 +347,24 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
             f"({llm.max_tokens}) + the longest question and the system prompt (~{prompt - llm.memory_tokens - llm.max_tokens}"
             f" tokens) exceed llm.llamacpp.context ({llm.llamacpp.context}); lower memory_tokens or raise context"
         )
+    if llm.knowledge:
+        _check_knowledge(settings, text, src)
     ex = settings.face.expression
     if ex.blink_min > ex.blink_max:
         raise ConfigError(f"{src}: face.expression.blink_min ({ex.blink_min}) is above blink_max ({ex.blink_max})")
     return settings
+
+
+def _check_knowledge(settings: Settings, text: str, src: str) -> None:
+    """[llm] knowledge must name a readable text file: a clear error at its line otherwise
+    (the file itself is indexed once the conversation opens)."""
+    from .knowledge import check_file
+
+    try:
+        check_file(settings.path(settings.llm.knowledge))
+    except ConfigError as exc:
+        line = _line_of(text, ["llm"], "knowledge")
+        raise ConfigError(f"{src}{f':{line}' if line else ''}: llm.knowledge: {exc}") from None
 
 
 def _check_engine_names(settings: Settings, text: str, src: str) -> None:

@@ -20,6 +20,12 @@ class GenerationParams:
     temperature: float = 0.7
     top_p: float = 0.9
     max_tokens: int = 200
+    # > 1 makes a token already in the prompt or the answer less likely (llama.cpp's repeat
+    # penalty over its last 64 tokens): a small model stops looping on "a very special thing".
+    # OpenAI-compatible servers get it as frequency_penalty = repeat_penalty - 1 (Ollama,
+    # vLLM and llama.cpp's server all take that standard field).
+    repeat_penalty: float = 1.0
+    stop: tuple[str, ...] = ()  # the model stops before writing any of these
 
 
 class LLM(Protocol):

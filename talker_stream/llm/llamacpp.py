@@ -75,7 +75,8 @@ class LlamaCppLLM:
         with self._busy:
             chunks = self.llm.create_chat_completion(
                 messages=messages, stream=True, temperature=params.temperature, top_p=params.top_p,
-                max_tokens=params.max_tokens,
+                max_tokens=params.max_tokens, repeat_penalty=getattr(params, "repeat_penalty", 1.0),
+                stop=list(getattr(params, "stop", ())) or None,
             )
             try:
                 for chunk in chunks:

@@ -30,6 +30,11 @@ class OpenAICompatLLM:
     def stream(self, messages: list[dict], params: GenerationParams) -> Iterator[str]:
         body = {"messages": messages, "stream": True, "temperature": params.temperature, "top_p": params.top_p,
                 "max_tokens": params.max_tokens}
+        penalty = getattr(params, "repeat_penalty", 1.0) - 1.0
+        if penalty > 0:
+            body["frequency_penalty"] = round(min(penalty, 2.0), 3)
+        if getattr(params, "stop", ()):
+            body["stop"] = list(params.stop)[:4]  # the OpenAI API takes up to four
         if self.model:
             body["model"] = self.model
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}

@@ -1,0 +1,318 @@
+"""The streamer's own facts: a plain-text or markdown file, searched per question with BM25.
+
+``[llm] knowledge = "facts.md"`` names the file. It is indexed once, when the conversation
+opens: each paragraph, list item or line of facts becomes a passage (long paragraphs are cut
+into pieces of about :data:`PASSAGE_WORDS` words), carrying its section heading for context.
+For each question the best-matching passages (Okapi BM25 with a light English stemmer, all in
+this module, nothing to download) go into the prompt as notes the model answers from.
+
+What the file says is data, never instructions: passages are quoted into the user's turn,
+below a system prompt that says so; chat-template markers are removed from them; and a line
+that plainly tries to rewrite the avatar ("ignore previous instructions", "you are now ...")
+is left out of the index with a warning naming its line.
+
+Bounded memory: the file is read as a stream and the passages' text stays on disk (the index
+keeps byte offsets, term ids and counts in compact arrays); only the first
+:data:`MAX_INDEX_BYTES` are indexed, and a larger file is cut there with a warning.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+from array import array
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MAX_INDEX_BYTES = 4 * 1024 * 1024  # ~800 pages of text (seconds to index); a streamer's FAQ is a few KB
+PASSAGE_WORDS = 60  # a longer paragraph is cut into pieces of about this many words
+MAX_LINE_BYTES = 64 * 1024  # a "line" longer than this is read in pieces (a file without newlines)
+K1, B = 1.2, 0.75  # BM25's usual constants
+
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
+_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_BULLET = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+")
+_TEMPLATE = re.compile(r"<\|[^|<>]{0,40}\|>|\[/?INST\]|<</?SYS>>|</?s>", re.IGNORECASE)
+STOPWORDS = frozenset("""
+a an the and or but if of to in on at by for with from as into onto about over under than then so
+is are was were be been being am do does did doing done have has had having will would shall should
+can could may might must i me my mine myself you your yours yourself we us our ours he him his she her
+hers it its they them their theirs this that these those there here what which who whom whose when
+where why how all any both each few more most other some such no nor not only own same too very just
+s t don't isn't aren't wasn't weren't what's who's where's when's how's it's that's there's i'm you're
+let's tell please know like get got also one ever really
+""".split())
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def stem(word: str) -> str:
+    """A light English stemmer: plurals, -ing, -ed, and the possessive 's (sponsors, sponsored
+    and sponsoring all become sponsor; moderators moderator; named name)."""
+    w = word.lower().replace("\u2019", "'")
+    if w.endswith("'s"):
+        w = w[:-2]
+    if len(w) <= 3:
+        return w
+    if w.endswith("ies") and len(w) > 4:
+        return w[:-3] + "y"
+    if w.endswith("sses"):
+        return w[:-2]
+    for suffix, keep in (("ing", 5), ("ed", 4)):
+        if w.endswith(suffix) and len(w) - len(suffix) >= keep - 1:
+            w = w[: -len(suffix)]
+            if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "lsz":  # stopped -> stop
+                w = w[:-1]
+            elif w.endswith(("at", "iz", "bl")):  # created -> create, named -> name below
+                w += "e"
+            return _e(w)
+    if w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    return _e(w)
+
+
+def _e(w: str) -> str:
+    """One form for words that end in a silent e or not: name/nam, made/mad are cut alike."""
+    return w[:-1] if len(w) > 3 and w.endswith("e") and not w.endswith("ee") else w
+
+
+# A weekday is a day and a month a month: "which days do you stream?" finds "every Tuesday".
+_KIND_OF = {**{d: "day" for d in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")},
+            **{m: "month" for m in ("january", "february", "march", "april", "may", "june", "july", "august",
+                                    "september", "october", "november", "december")}}
+
+
+def terms(text: str) -> list[str]:
+    out = []
+    for w in _WORD.findall(text.lower()):
+        if w in STOPWORDS and not w.isdigit() or len(w) < 2 and not w.isdigit():
+            continue
+        out.append(stem(w))
+        kind = _KIND_OF.get(w.removesuffix("s"))
+        if kind:
+            out.append(kind)
+    return out
+
+
+@dataclass
+class Passage:
+    text: str  # as the model gets it: "Section: the fact."
+    line: int  # where it starts in the file (1-based)
+    score: float
+
+
+class Knowledge:
+    """An index of one knowledge file. :meth:`search` returns the passages for a question."""
+
+    def __init__(self, path: str | Path, max_bytes: int = MAX_INDEX_BYTES) -> None:
+        self.path = Path(path)
+        self.truncated = False
+        self.skipped: list[int] = []  # lines left out: they read as instructions, not facts
+        self._vocab: dict[str, int] = {}
+        self._postings: list[array] = []  # term id -> passage ids (each once, ascending)
+        self._freqs: list[array] = []  # term id -> the term's count in each of those passages
+        self._offsets = array("Q")  # passage -> byte offset of its text in the file
+        self._lengths = array("I")  # passage -> byte length of its text
+        self._lines = array("I")  # passage -> its first line
+        self._heads = array("i")  # passage -> index of its heading in self._headings, or -1
+        self._headings: list[str] = []
+        self._doclen = array("I")  # passage -> terms in it (heading included)
+        check_file(self.path)
+        self._index(max_bytes)
+        n = len(self._doclen)
+        self._avg = (sum(self._doclen) / n) if n else 1.0
+        log.info("knowledge: %d passages from %s", n, self.path)
+
+    def __len__(self) -> int:
+        return len(self._doclen)
+
+    # -- indexing ----------------------------------------------------------------------------
+    def _index(self, max_bytes: int) -> None:
+        heading = -1
+        comment = False  # inside <!-- ... -->: notes for whoever edits the file, not facts
+        block: list[tuple[int, bytes, int]] = []  # (offset, bytes, line number) of the lines of this passage
+        offset = 0
+        try:
+            f = self.path.open("rb")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the knowledge file {self.path}: {exc.strerror or exc}") from None
+        with f:
+            for no, raw in enumerate(_lines(f), 1):
+                start, offset = offset, offset + len(raw)
+                if offset > max_bytes:
+                    self.truncated = True
+                    log.warning("knowledge file %s is larger than %d MB: only its first %d MB are indexed",
+                                self.path, max_bytes >> 20, max_bytes >> 20)
+                    break
+                if b"\x00" in raw:
+                    raise ConfigError(f"the knowledge file {self.path} is not text (a NUL byte on line {no}); "
+                                      "[llm] knowledge takes a plain-text or markdown file")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ConfigError(f"the knowledge file {self.path} is not UTF-8 text (line {no}); "
+                                      "save it as UTF-8") from None
+                body = line.strip()
+                if comment or body.startswith("<!--"):
+                    comment = "-->" not in body
+                    continue
+                h = _HEADING.match(line)
+                if not body or h or _BULLET.match(line) or body.startswith(("```", "---", "===")):
+                    self._flush(block, heading)
+                    block = []
+                    if h:
+                        self._headings.append(_clean(h.group(2)))
+                        heading = len(self._headings) - 1
+                    if not body or h or body.startswith(("```", "---", "===")):
+                        continue
+                if _injection(body):
+                    self.skipped.append(no)
+                    log.warning("%s:%d reads as an instruction to the model, not a fact: left out", self.path, no)
+                    self._flush(block, heading)  # a passage never spans a line left out
+                    block = []
+                    continue
+                block.append((start, raw, no))
+                if _ends_fact(body) and not _BULLET.match(line):
+                    self._flush(block, heading)  # a line that ends a sentence: one fact per line
+                    block = []
+                elif sum(len(r) for _, r, _ in block) > PASSAGE_WORDS * 7:
+                    self._flush(block, heading)
+                    block = []
+        self._flush(block, heading)
+
+    def _flush(self, block: list[tuple[int, bytes, int]], heading: int) -> None:
+        if not block:
+            return
+        data = b"".join(raw for _, raw, _ in block)  # consecutive lines of the file
+        stripped = data.strip()
+        start = block[0][0] + data.index(stripped[:1]) if stripped else block[0][0]
+        end = start + len(stripped)
+        text = stripped.decode("utf-8")
+        if len(text.split()) > PASSAGE_WORDS * 1.5:  # a long paragraph: pieces of about PASSAGE_WORDS words, at sentences
+            for a, b in _spans(text):
+                byte_at = start + len(text[:a].encode("utf-8"))
+                self._add(byte_at, len(text[a:b].encode("utf-8")), block[0][2] + text[:a].count("\n"), heading, text[a:b])
+            return
+        self._add(start, end - start, block[0][2], heading, text)
+
+    def _add(self, offset: int, length: int, line: int, heading: int, text: str) -> None:
+        pid = len(self._doclen)
+        words = terms(text) + (terms(self._headings[heading]) if heading >= 0 else [])
+        for t, n in Counter(words).items():
+            tid = self._vocab.get(t)
+            if tid is None:
+                tid = self._vocab[t] = len(self._postings)
+                self._postings.append(array("I"))
+                self._freqs.append(array("H"))
+            self._postings[tid].append(pid)
+            self._freqs[tid].append(min(n, 65535))
+        self._offsets.append(offset)
+        self._lengths.append(length)
+        self._lines.append(line)
+        self._heads.append(heading)
+        self._doclen.append(len(words))
+
+    def _read(self, offset: int, length: int) -> str:
+        with self.path.open("rb") as f:
+            f.seek(offset)
+            return f.read(length).decode("utf-8", "replace")
+
+    # -- search ------------------------------------------------------------------------------
+    def search(self, question: str, k: int = 3, min_share: float = 0.5) -> list[Passage]:
+        """The *k* passages that best match *question*, best first. A passage must score at
+        least *min_share* of the best one's score, so a weak second match is not added."""
+        n = len(self._doclen)
+        if not n:
+            return []
+        scores: dict[int, float] = {}
+        for t in set(terms(question)):
+            tid = self._vocab.get(t)
+            if tid is None:
+                continue
+            posting, freqs = self._postings[tid], self._freqs[tid]
+            df = len(posting)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            for pid, tf in zip(posting, freqs):
+                norm = tf + K1 * (1 - B + B * self._doclen[pid] / self._avg)
+                scores[pid] = scores.get(pid, 0.0) + idf * tf * (K1 + 1) / norm
+        if not scores:
+            return []
+        best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        top = best[0][1]
+        return [self.passage(pid, s) for pid, s in best if s >= top * min_share]
+
+    def passage(self, pid: int, score: float = 0.0) -> Passage:
+        text = " ".join(self._read(self._offsets[pid], self._lengths[pid]).split())
+        text = _clean(_BULLET.sub("", text, count=1))
+        h = self._heads[pid]
+        heading = self._headings[h] if h >= 0 else ""
+        return Passage(f"{heading}: {text}" if heading else text, self._lines[pid], score)
+
+
+def check_file(path: Path) -> None:
+    """A clear error for a knowledge file that is missing, a folder, or not text."""
+    if not path.exists():
+        raise ConfigError(f"knowledge file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"the knowledge file {path} is not a file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(8192)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the knowledge file {path}: {exc.strerror or exc}") from None
+    if b"\x00" in head:
+        raise ConfigError(f"the knowledge file {path} is not text (it holds NUL bytes: a binary file?); "
+                          "[llm] knowledge takes a plain-text or markdown file")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the 8 KB boundary
+            raise ConfigError(f"the knowledge file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def _lines(f, limit: int = MAX_LINE_BYTES):
+    """The file's lines as bytes, a line longer than *limit* in pieces (memory stays bounded),
+    never cutting a UTF-8 character in two."""
+    while True:
+        raw = f.readline(limit)
+        if not raw:
+            return
+        while not raw.endswith(b"\n") and (f.peek(1)[:1] or b"\x00")[0] & 0xC0 == 0x80:
+            raw += f.read(1)  # the next byte continues this line's last character
+        yield raw
+
+
+def _clean(text: str) -> str:
+    text = _TEMPLATE.sub(" ", text)
+    text = re.sub(r"\*\*|__|`|^#+\s*", "", text)
+    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)  # [label](url) -> label
+    return " ".join(text.split())
+
+
+def _ends_fact(body: str) -> bool:
+    return body.endswith((".", "!", "?", ":", ";", "\u3002", "\uff01", "\uff1f"))
+
+
+def _spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of pieces of about PASSAGE_WORDS words, cut after a sentence where possible."""
+    spans, start, words = [], None, 0
+    for m in re.finditer(r"\S+", text):
+        start = m.start() if start is None else start
+        words += 1
+        if words >= PASSAGE_WORDS and m.group().endswith((".", "!", "?")) or words >= 2 * PASSAGE_WORDS:
+            spans.append((start, m.end()))
+            start, words = None, 0
+    if start is not None:
+        spans.append((start, len(text)))
+    return spans
+
+
+def _injection(text: str) -> bool:
+    from .moderation import INJECTION
+
+    return bool(INJECTION.search(text))
