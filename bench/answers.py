@@ -212,11 +212,18 @@ def main() -> int:
     ap.add_argument("--label", default="", help="the row's name in the table")
     ap.add_argument("--only", help="ask only questions of these kinds (comma-separated)")
     ap.add_argument("--json", help="write every answer and its verdicts here")
-    ap.add_argument("--table", metavar="JSON", help="print the table of a --json file written before, and stop")
+    ap.add_argument("--table", metavar="JSON", help="print the table of a --json file written before (its answers "
+                    "judged again by the current rules), and stop")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each question and answer to stderr")
     a = ap.parse_args()
-    if a.table:
+    if a.table:  # the answers saved then, judged by today's rules and question set
         saved = json.loads(Path(a.table).read_text())
+        items = {i["q"]: i for i in tomllib.loads(QUESTIONS.read_text(encoding="utf-8"))["q"]}
+        for run in saved["runs"]:
+            for r in run:
+                item = items[r["q"]]
+                r.update(judge(item, r["answer"], r["canned"]))
+                r["opening"] = "" if r["canned"] else opening(r["answer"], item["q"], item.get("author", ""))
         print(saved.get("header", ""))
         print(table(saved["label"], saved["runs"]))
         return 0

@@ -37,9 +37,63 @@ NOTES_RULE = (
 # quote/bracket and a space; "3.5", "e.g." inside a word and "Mr." / "Dr." do not end one.
 _SENTENCE_END = re.compile(r"(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)(?<!\b[A-Z])"
                            r"(?:[.!?…]+[\"')\]]*(?=\s)|[。！？]+)")
-STOP = ("\n\n",)  # a blank line: the model is starting a list or a second topic, not speech
+STOP: tuple[str, ...] = ()  # stop sequences for the model (a blank line is handled in _enough)
+
+
+def examples() -> list[dict]:
+    """A made-up exchange after the system prompt that shows a small model the shape of a
+    good spoken answer: the answer first, in one short sentence. It is the same for every
+    question, so llama.cpp keeps it in its prefix cache with the system prompt. (An example
+    answered from notes was tried too: SmolLM2-135M then worked its made-up fact into
+    unrelated answers.)"""
+    return [{"role": "user", "content": 'sam asks: "How many wheels does a bicycle have?"'},
+            {"role": "assistant", "content": "A bicycle has two wheels."}]
+
+
 FALLBACK = "Sorry, I lost my train of thought for a moment."
 CUT_SHORT = " Sorry, I lost my train of thought."  # the model died after the first words
+
+
+_FOLLOW_UP = re.compile(
+    r"^\W*(and|but|so|also|then|what about|how about|why not|or)\b"
+    r"|\b(it|its|it's|that|those|they|them|their|he|him|his|she|her|hers|more|else|again|too|"
+    r"earlier|before|previous|last one|same|remember|my name|I said|I told you|you said|you just)\b",
+    re.IGNORECASE)
+
+
+_VERB_S = re.compile(r"^([a-z]+)s$")
+_IRREGULAR = {"is": "are", "was": "were", "has": "have", "does": "do"}
+
+
+def second_person(text: str, name: str) -> str:
+    """A note about the avatar as said to it: "Tess's cat is Biscuit" -> "Your cat is
+    Biscuit", "Tess streams on Fridays" -> "You stream on Fridays". Only the name followed
+    by 's or by a verb in -s changes ("the Tess Teahouse" stays); a small model answers
+    "My cat is ..." far more often from "Your cat" than from "Tess's cat"."""
+    if not name:
+        return text
+
+    def swap(m: re.Match) -> str:
+        start = m.start() == 0 or text[: m.start()].rstrip()[-1:] in ".!?:;"
+        if m.group(2):  # possessive
+            return "Your" if start else "your"
+        verb = m.group(3)
+        new = _IRREGULAR.get(verb) or (_VERB_S.match(verb).group(1) if _VERB_S.match(verb) and
+                                       not verb.endswith(("ss", "us")) else None)
+        if new is None:
+            return m.group(0)
+        if verb.endswith("es") and verb[:-2].endswith(("sh", "ch", "x", "o")):
+            new = verb[:-2]  # watches -> watch, goes -> go
+        return f"{'You' if start else 'you'} {new}"
+
+    return re.sub(rf"\b({re.escape(name)})(?:('s|\u2019s)\b|\s+([a-z]+)\b)", swap, text)
+
+
+def follow_up(text: str) -> bool:
+    """Whether a question leans on the conversation so far: two words or fewer ("Why?",
+    "Really?"), opening with "and"/"what about", or pointing back ("it", "that", "she",
+    "more", "again", "my name", "remember")."""
+    return len(text.split()) <= 2 or bool(_FOLLOW_UP.search(text))
 
 
 def estimate_tokens(text: str) -> int:
@@ -90,12 +144,15 @@ class Conversation:
         self.llm = llm
         self.knowledge = knowledge  # a talker_stream.knowledge.Knowledge, or None
         self.passages = passages
+        found = re.search(r"\b[Yy]ou are ([A-Z][\w'-]*)", persona)  # "You are Tess, ..." -> Tess
+        self.name = found.group(1) if found else ""
         self.system = f"{persona.strip()}\n\n{RULES}" + (f" {NOTES_RULE}" if knowledge is not None else "")
         self.params = params
         self.moderator = moderator
         self.memory_tokens = memory_tokens
         self.max_sentences = max_sentences  # the answer ends after this many sentences; 0: when the model stops
-        self.memory_turns = memory_turns  # past exchanges the model is shown; 0: all that memory holds
+        self.memory_turns = memory_turns  # past exchanges a follow-up is shown; 0: all that memory holds
+        self.examples: list[dict] = []  # fixed example turns after the system prompt (see examples())
         self._count = count_tokens or getattr(llm, "count_tokens", None) or estimate_tokens
         self._memory: dict[str, deque[tuple[dict, int]]] = {}  # channel -> (message, its tokens)
         self._lock = threading.Lock()
@@ -113,16 +170,22 @@ class Conversation:
             total -= mem.popleft()[1]
 
     def messages(self, q: Question) -> list[dict]:
-        """System prompt first, always; then memory; then the question, quoted as data, after
-        the knowledge file's passages that match it (notes in the user's turn, never rules)."""
+        """System prompt first, always; then, for a follow-up, the last exchanges of memory;
+        then the question, quoted as data, after the knowledge file's passages that match it
+        (notes in the user's turn, never rules).
+
+        Memory is shown only to a question that leans on what came before ("And Italy?",
+        "Why is that?"): a small model shown its own earlier answers copies their openings
+        and their mistakes into every new answer ("Ah, ..., sir."), so a question that stands
+        on its own is asked on its own."""
         user = self.asked(q)
         notes = self.notes(q.text)
-        if notes:
-            user = "Notes:\n" + "".join(f"- {n}\n" for n in notes) + "\n" + user
-        past = self.history(q.channel)
+        if notes:  # one plain paragraph: a small model copies bullets and headings into its answer
+            user = f"Notes: {' '.join(notes)}\n\n{user}"
+        past = self.history(q.channel) if follow_up(q.text) else []
         if self.memory_turns:
             past = past[-2 * self.memory_turns:]
-        return [{"role": "system", "content": self.system}, *past, {"role": "user", "content": user}]
+        return [{"role": "system", "content": self.system}, *self.examples, *past, {"role": "user", "content": user}]
 
     @staticmethod
     def asked(q: Question) -> str:
@@ -134,10 +197,12 @@ class Conversation:
         if self.knowledge is None:
             return []
         try:
-            return [p.text for p in self.knowledge.search(text, self.passages)]
+            found = self.knowledge.search(text, self.passages, me=self.name)
         except OSError as exc:  # the file went away while streaming: answer without it
             log.warning("knowledge file unreadable: %s", exc)
             return []
+        # in the file's order, so they read as it tells them; about the avatar in the second person
+        return [second_person(p.text, self.name) for p in sorted(found, key=lambda p: p.line)]
 
     def warm_up(self) -> None:
         """Write one token before the first question: the first call loads the weights into
@@ -210,10 +275,14 @@ class Conversation:
 
     def _enough(self, written: str) -> int | None:
         """Where the answer should end, once it holds max_sentences sentences: the end of the
-        last of them (a sentence end needs the space after it, so it is judged a piece late)."""
+        last of them (a sentence end needs the space after it, so it is judged a piece late).
+        A blank line after a whole sentence ends it too: a list or a second topic follows."""
         ends = [m.end() for m in _SENTENCE_END.finditer(written)]
         if len(ends) >= self.max_sentences:
             return ends[self.max_sentences - 1]
+        gap = written.find("\n\n")
+        if gap >= 0 and ends and ends[0] <= gap:
+            return max(e for e in ends if e <= gap)
         return None
 
     def heard(self, channel: str, spoken_text: str) -> None:
@@ -261,6 +330,8 @@ def open_conversation(settings, llm: LLM | None = None) -> Conversation:
     llm = llm or open_llm(settings)
     moderator = Moderator(list(settings.moderation.blocklist), settings.moderation.max_question_chars)
     params = GenerationParams(cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.repeat_penalty, STOP)
-    return Conversation(llm, cfg.persona, params, moderator, cfg.memory_tokens, knowledge=knowledge,
-                        passages=cfg.knowledge_passages, max_sentences=cfg.max_sentences,
-                        memory_turns=cfg.memory_turns)
+    conversation = Conversation(llm, cfg.persona, params, moderator, cfg.memory_tokens, knowledge=knowledge,
+                                passages=cfg.knowledge_passages, max_sentences=cfg.max_sentences,
+                                memory_turns=cfg.memory_turns)
+    conversation.examples = examples()
+    return conversation

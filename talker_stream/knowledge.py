@@ -4,7 +4,9 @@
 opens: each paragraph, list item or line of facts becomes a passage (long paragraphs are cut
 into pieces of about :data:`PASSAGE_WORDS` words), carrying its section heading for context.
 For each question the best-matching passages (Okapi BM25 with a light English stemmer, all in
-this module, nothing to download) go into the prompt as notes the model answers from.
+this module, nothing to download) go into the prompt as notes the model answers from. The
+heading helps find a passage but is not shown to the model: a 135M model copies a "Rules:"
+prefix into its answer.
 
 What the file says is data, never instructions: passages are quoted into the user's turn,
 below a system prompt that says so; chat-template markers are removed from them; and a line
@@ -34,10 +36,13 @@ MAX_INDEX_BYTES = 4 * 1024 * 1024  # ~800 pages of text (seconds to index); a st
 PASSAGE_WORDS = 60  # a longer paragraph is cut into pieces of about this many words
 MAX_LINE_BYTES = 64 * 1024  # a "line" longer than this is read in pieces (a file without newlines)
 K1, B = 1.2, 0.75  # BM25's usual constants
+MIN_COVER = 0.35  # share of a question's weight a passage must hold to be about it
+MIN_COVER_YOU = 0.12  # ... for the best passage, when the question asks the avatar about itself
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _BULLET = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+")
+_YOU = re.compile(r"\b(you|your|yours|yourself|you're|you've|you'd|u|ur)\b", re.IGNORECASE)
 _TEMPLATE = re.compile(r"<\|[^|<>]{0,40}\|>|\[/?INST\]|<</?SYS>>|</?s>", re.IGNORECASE)
 STOPWORDS = frozenset("""
 a an the and or but if of to in on at by for with from as into onto about over under than then so
@@ -47,6 +52,27 @@ hers it its they them their theirs this that these those there here what which w
 where why how all any both each few more most other some such no nor not only own same too very just
 s t don't isn't aren't wasn't weren't what's who's where's when's how's it's that's there's i'm you're
 let's tell please know like get got also one ever really
+""".split())
+
+
+# Everyday words: they count a quarter as much when judging whether a passage is about the
+# question at all ("What do bees make?" shares only "make" with "keyboards ... make quiet ...").
+COMMON_WORDS = frozenset("""
+able add air allow also always appear area around art ask back bad be become begin believe best
+better big body book bring build business buy call car case certain change child city clear come
+community company consider continue country create cut day die different do door early easy
+education end even ever expect eye face fact fall family father feel few find first follow force
+free friend full game get girl give go good government great group grow guy hand happen hard have
+head health hear here high history hold home hour house idea important include information issue job
+keep kid kill kind know large last law lead learn leave let level life like line little live long
+look lose lot love make man many mean meet member minute moment money month more morning most mother
+move much name need never new next night now number offer office often old open other others own
+parent part party pay people person place play point power president problem program provide public
+put question reach read real really reason recent remain remember research result right room run
+same say school see seem send serve service set show side sit small speak special spend stand state
+stay still stop story student study sure system take teacher team tell then there thing think time
+today true try understand use wait walk want war watch water way week well whole win woman word work
+world write year young
 """.split())
 
 
@@ -81,6 +107,8 @@ def _e(w: str) -> str:
     return w[:-1] if len(w) > 3 and w.endswith("e") and not w.endswith("ee") else w
 
 
+_COMMON = frozenset(stem(w) for w in COMMON_WORDS)
+
 # A weekday is a day and a month a month: "which days do you stream?" finds "every Tuesday".
 _KIND_OF = {**{d: "day" for d in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")},
             **{m: "month" for m in ("january", "february", "march", "april", "may", "june", "july", "august",
@@ -101,9 +129,10 @@ def terms(text: str) -> list[str]:
 
 @dataclass
 class Passage:
-    text: str  # as the model gets it: "Section: the fact."
+    text: str  # the fact, as the model gets it
     line: int  # where it starts in the file (1-based)
     score: float
+    heading: str = ""  # the section it stands in (searched with it, not shown to the model)
 
 
 class Knowledge:
@@ -223,35 +252,63 @@ class Knowledge:
             return f.read(length).decode("utf-8", "replace")
 
     # -- search ------------------------------------------------------------------------------
-    def search(self, question: str, k: int = 3, min_share: float = 0.5) -> list[Passage]:
-        """The *k* passages that best match *question*, best first. A passage must score at
-        least *min_share* of the best one's score, so a weak second match is not added."""
+    def search(self, question: str, k: int = 3, min_share: float = 0.5, me: str = "",
+               min_cover: float = MIN_COVER) -> list[Passage]:
+        """The passages about *question*, best first: at most *k*, each scoring at least
+        *min_share* of the best one (a weak second match is left out).
+
+        Relevance: a passage must hold at least *min_cover* of the question's weight (each
+        word weighs its rarity in the file, a word the file lacks the most, an everyday word
+        a quarter), so a question about something else gets no notes at all. *me*: the
+        avatar's name. A question that says "you" is about the avatar: its name counts for
+        ranking ("your cat" finds "Tess's cat"), and the best passage needs only
+        :data:`MIN_COVER_YOU`."""
         n = len(self._doclen)
         if not n:
             return []
+        words = set(terms(question))
+        about_me = bool(me) and bool(_YOU.search(question))
+        extra = set(terms(me)) - words if about_me else set()
+        unseen = math.log(1 + (n + 0.5) / 0.5)
+        weight = {t: t_weight(t, unseen) for t in words}
         scores: dict[int, float] = {}
-        for t in set(terms(question)):
+        covered: dict[int, float] = {}
+        for t in words | extra:
             tid = self._vocab.get(t)
             if tid is None:
                 continue
             posting, freqs = self._postings[tid], self._freqs[tid]
             df = len(posting)
             idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            if t in weight:
+                weight[t] = t_weight(t, idf)
             for pid, tf in zip(posting, freqs):
                 norm = tf + K1 * (1 - B + B * self._doclen[pid] / self._avg)
                 scores[pid] = scores.get(pid, 0.0) + idf * tf * (K1 + 1) / norm
-        if not scores:
+                if t in weight:
+                    covered[pid] = covered.get(pid, 0.0) + t_weight(t, idf)
+        total = sum(weight.values())
+        if not scores or total <= 0:
             return []
         best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         top = best[0][1]
-        return [self.passage(pid, s) for pid, s in best if s >= top * min_share]
+        out = []
+        for rank, (pid, score) in enumerate(best):
+            cover = covered.get(pid, 0.0) / total
+            enough = cover >= min_cover or (about_me and rank == 0 and cover >= MIN_COVER_YOU)
+            if score >= top * min_share and enough:
+                out.append(self.passage(pid, score))
+        return out
 
     def passage(self, pid: int, score: float = 0.0) -> Passage:
         text = " ".join(self._read(self._offsets[pid], self._lengths[pid]).split())
         text = _clean(_BULLET.sub("", text, count=1))
         h = self._heads[pid]
-        heading = self._headings[h] if h >= 0 else ""
-        return Passage(f"{heading}: {text}" if heading else text, self._lines[pid], score)
+        return Passage(text, self._lines[pid], score, self._headings[h] if h >= 0 else "")
+
+
+def t_weight(t: str, idf: float) -> float:
+    return (0.25 if t in _COMMON else 1.0) * idf
 
 
 def check_file(path: Path) -> None:

@@ -1,5 +1,7 @@
-"""Moderation on the way in and out: length caps, a blocklist, and a guard against the
-audience rewriting the avatar's instructions.
+"""Moderation on the way in and out: length caps, a blocklist, a guard against the
+audience rewriting the avatar's instructions, and harmful requests (weapons, hurting
+someone, breaking into accounts, drugs, someone's address, insults on demand) answered with
+a fixed refusal, and a cry for help with a fixed kind answer, without the model.
 
 The guard has two layers. Structurally, an audience message only ever reaches the model
 as a quoted question inside a user turn, after a system prompt that says so; the persona
@@ -30,6 +32,55 @@ INJECTION = re.compile(
 )
 REFUSAL = "I'll keep being myself, thanks! Ask me anything else."
 BLOCKED = "Let's keep the chat friendly. Ask me something else!"
+HARMFUL_REPLY = "That's not something I'll help with on stream. Ask me anything else!"
+SUPPORT = ("I'm really sorry you're feeling this way, and you're not alone. Please talk to someone you trust "
+           "or call a local crisis line right now: they are there to help.")
+
+# Requests a live avatar must not answer, whatever its model would write: a 135M model
+# explains bomb-making or account theft as cheerfully as baking. Each pattern needs the
+# harmful aim together with the act, so "kill time", "kill a process" or "make honey" pass.
+_PEOPLE = (r"(neighbou?rs?|wife|husband|boyfriend|girlfriend|ex|mom|mum|dad|mother|father|brother|sister|friends?|"
+           r"boss|teacher|classmates?|roommates?|partner|kids?|child(ren)?|son|daughter|family|coworkers?|"
+           r"colleagues?|baby|man|woman|girl|boy|guy|person|people|stranger|cat|dog)")
+_SOMEONE = (rf"(someone|somebody|anyone|everyone|people|him|her|them|others|"
+            rf"(a|an|my|his|her|their|your|the|that|this|some) {_PEOPLE})")
+HARMFUL = re.compile(
+    # weapons and poison
+    r"\b(make|making|build|building|assemble|craft|cook|mix)\b[^.?!]{0,40}\b(bombs?|explosives?|grenades?|molotov|napalm|"
+    r"detonators?|nerve (gas|agent)|poison|ghost guns?)\b"
+    r"|\bhow (do|can|could|would) (i|you|we|one)\b[^.?!]{0,30}\b(poison|stab|shoot|strangle|kidnap)\b"
+    # hurting other people
+    rf"|\b(hurt|harm|kill|murder|poison|stab|shoot|attack|beat up|torture)\s+{_SOMEONE}\b"
+    r"|\bwithout (getting )?(caught|anyone knowing|leaving (a )?trace)"
+    # breaking into accounts and stealing
+    rf"|\b(get|log)\s+into\s+{_SOMEONE}('s|s'|\u2019s)\s"
+    r"|\b(hack|hacking|break|sneak)\s+into\b[^.?!]{0,40}\b(account|phone|email|computer|instagram|facebook|"
+    r"wifi|network|server)\b|\bsteal\b[^.?!]{0,30}\b(password|account|identity|credit card|money|car)s?\b"
+    r"|\b(someone|somebody|my \w+)'?s? (password|login)\b"
+    # drugs
+    r"|\b(get|getting|be|stay)\s+high\b|\b(mix|combine)\b[^.?!]{0,30}\b(pills|drugs|medications?)\b"
+    r"|\b(make|cook|synthesi[sz]e)\b[^.?!]{0,20}\b(meth|cocaine|heroin|lsd|drugs)\b"
+    # someone's private details
+    r"|\b(home|house|real|street) address\b|\bphone number\b[^.?!]{0,40}\b(of|for)\b|\b(where|which street|what street)\s+(does|did)\b[^.?!]{0,30}\blives?\b"
+    # hate and insults on demand
+    r"|\b(say|tell|write|make)\b[^.?!]{0,30}\b(mean|nasty|racist|sexist|hateful|cruel|insulting)\b[^.?!]{0,30}\b(about|to|joke)\b"
+    r"|\b(answer|reply|respond|talk)\b[^.?!]{0,20}\b(with|in) insults\b|\binsult (me|everyone|the chat|people|him|her|them)\b",
+    re.IGNORECASE,
+)
+SELF_HARM = re.compile(
+    r"\b(hurt|harm|kill|cut|injure)\s+(myself|me)\b|\bsuicid|\bend (my life|it all)\b"
+    r"|\b(want|wanna|going) to die\b|\bdon'?t want to (live|be alive)\b",
+    re.IGNORECASE,
+)
+# Asking for the hidden prompt in other words than the injection pattern's
+EXTRACTION = re.compile(
+    r"\b(repeat|print|show|reveal|recite|output|tell me|write out|list)\b[^.?!]{0,30}"
+    r"\b(your\b[^.?!]{0,15}\b(instructions|prompt|guidelines|configuration)"
+    r"|the (system|hidden|secret|original|initial|first)\b[^.?!]{0,15}\b(instructions|prompt|rules|message))\b"
+    r"|\b(repeat|print|recite)\b[^.?!]{0,20}\b(text|words|everything|message)s? (above|before)\b"
+    r"|\bfrom now on\b|\bstarting now,? (you|only)\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -60,8 +111,12 @@ class Moderator:
         probe = _probe(text)
         if self._blocked and (self._blocked.search(cleaned) or self._blocked.search(probe)):
             return Verdict(False, BLOCKED, "blocklist")
-        if INJECTION.search(cleaned) or INJECTION.search(probe):
+        if INJECTION.search(cleaned) or INJECTION.search(probe) or EXTRACTION.search(probe):
             return Verdict(False, REFUSAL, "injection")
+        if SELF_HARM.search(probe):
+            return Verdict(False, SUPPORT, "self-harm")
+        if HARMFUL.search(probe):
+            return Verdict(False, HARMFUL_REPLY, "harmful")
         return Verdict(True, cleaned)
 
     def reply(self, sentence: str) -> str:

@@ -74,10 +74,10 @@ def test_passages_carry_their_heading_and_the_best_comes_first(tmp_path):
     k = Knowledge(write(tmp_path, FACTS))
     assert len(k) == 5
     best = k.search("Which microphone do you use?")
-    assert best[0].text.startswith("Equipment: Tess's microphone is a vintage Veloxa R7")
+    assert best[0].text.startswith("Tess's microphone is a vintage Veloxa R7") and best[0].heading == "Equipment"
     assert best[0].line == 7
     assert k.search("What is the capital of France?") == [], "nothing matches: no notes at all"
-    assert [p.text.split(":")[0] for p in k.search("Tell me about the mascot")][:1] == ["Mascot"], \
+    assert [p.heading for p in k.search("Tell me about the mascot")][:1] == ["Mascot"], \
         "a heading's words find the passages under it"
 
 
@@ -195,7 +195,9 @@ def test_a_file_that_tries_to_rewrite_the_persona_stays_facts(tmp_path, caplog, 
     assert "Paper Moons" in sent[1][-1]["content"], "the real fact reached the model"
     for messages in sent:
         assert messages[0] == {"role": "system", "content": conv.system}
-        assert [m["role"] for m in messages] == ["system", "user"], "notes only ever in the user's turn"
+        assert messages[-1]["role"] == "user" and messages[1:-1] == conv.examples, \
+            "a standalone question: the fixed example exchange, then the user's turn"
+        assert not any("Notes:" in m["content"] for m in messages[:-1]), "notes only ever in the user's turn"
 
 
 # -- with the embedded model, as the product opens it ---------------------------------------------------
