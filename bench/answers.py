@@ -229,7 +229,7 @@ def main() -> int:
         return 0
 
     from talker_stream.config import load_settings
-    from talker_stream.conversation import open_conversation
+    from talker_stream.brain.conversation import open_conversation
 
     overrides = {}
     for kv in a.set:

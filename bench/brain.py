@@ -46,7 +46,7 @@ import talker_stream.live as live_mod  # noqa: E402
 from talker_stream.brain.asr import Listener  # noqa: E402
 from talker_stream.speech.audio import resample  # noqa: E402
 from talker_stream.config import load_settings  # noqa: E402
-from talker_stream.conversation import Question, open_conversation  # noqa: E402
+from talker_stream.brain.conversation import Question, open_conversation  # noqa: E402
 from talker_stream.brain.drafts import Drafts  # noqa: E402
 from talker_stream.face.animator import MeshAnimator  # noqa: E402
 from talker_stream.frames import AudioChunk  # noqa: E402

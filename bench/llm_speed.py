@@ -43,7 +43,7 @@ def main() -> int:
     import llama_cpp
 
     from talker_stream.config import load_settings
-    from talker_stream.llm import GenerationParams, open_llm
+    from talker_stream.brain.llm import GenerationParams, open_llm
 
     settings = load_settings(None, {"llm.isolate": not a.inline})
     llm = open_llm(settings)

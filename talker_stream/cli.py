@@ -164,7 +164,7 @@ def _audience_parts(settings):
     if not settings.chat.adapters:
         return None
     from .audience.runner import open_adapters
-    from .conversation import open_conversation
+    from .brain.conversation import open_conversation
 
     conversation = open_conversation(settings)
     adapters = open_adapters(settings)
@@ -175,7 +175,7 @@ def _audience_parts(settings):
 def cmd_chat(args) -> int:
     from .brain.turns import MAX_ANSWER_S
     from .inputs.chat import chat_from_mic, chat_from_terminal, mic_listener, open_microphone, open_recording
-    from .conversation import open_conversation
+    from .brain.conversation import open_conversation
 
     from .engines.preflight import before_start
 
@@ -230,7 +230,7 @@ def cmd_engines(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import run_cli
+    from .brain.models import run_cli
 
     path = args.config or ("config.toml" if Path("config.toml").is_file() else None)
     return run_cli(args, Path(path) if path else None)

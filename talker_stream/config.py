@@ -358,7 +358,7 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
 def _check_knowledge(settings: Settings, text: str, src: str) -> None:
     """[llm] knowledge must name a readable text file: a clear error at its line otherwise
     (the file itself is indexed once the conversation opens)."""
-    from .knowledge import check_file
+    from .brain.knowledge import check_file
 
     try:
         check_file(settings.path(settings.llm.knowledge))

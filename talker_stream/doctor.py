@@ -51,7 +51,7 @@ def rows(settings: Settings) -> list[tuple[str, str, str, str | None]]:
 
 def _model_fit(settings: Settings) -> str:
     """Which recommended local LLM this machine's memory and cores carry (talker-stream models)."""
-    from .models import best_fit, machine
+    from .brain.models import best_fit, machine
 
     cores, avail = machine()
     model, why = best_fit(cores, avail, cores)

@@ -25,11 +25,11 @@ from talker_stream.frames import PAID, REGULAR, ChatMessage
 from talker_stream.audience.adapters.aio import AsyncAdapter
 from talker_stream.audience.runner import Audience, open_adapters
 from talker_stream.config import load_settings
-from talker_stream.conversation import Conversation
+from talker_stream.brain.conversation import Conversation
 from talker_stream.errors import ConfigError
 from talker_stream.live import LiveAvatar
-from talker_stream.llm import GenerationParams, open_llm
-from talker_stream.moderation import Moderator
+from talker_stream.brain.llm import GenerationParams, open_llm
+from talker_stream.brain.moderation import Moderator
 from talker_stream.audience.queue import QuestionQueue
 from talker_stream.speech.tts.piper import PiperTTS
 

@@ -20,7 +20,7 @@ import pytest
 from conftest import PORTRAIT, make_settings, need, wait_for
 from talker_stream.speech.audio import resample
 from talker_stream.frames import AudioChunk
-from talker_stream.moderation import REFUSAL
+from talker_stream.brain.moderation import REFUSAL
 
 CONFIG = """
 [avatar]
@@ -241,7 +241,7 @@ def test_spoken_chat_with_barge_in(animator):
     stops (barge-in), answers the new question, and memory keeps what was heard of each."""
     from talker_stream.brain.asr import Listener
     from talker_stream.inputs.chat import chat_from_mic
-    from talker_stream.conversation import open_conversation
+    from talker_stream.brain.conversation import open_conversation
     from talker_stream.live import LiveAvatar
     from talker_stream.speech.tts.piper import PiperTTS
 

@@ -17,12 +17,12 @@ import pytest
 
 from conftest import make_settings, wait_for
 from services import free_port
-from talker_stream.conversation import FALLBACK, Conversation, open_conversation
+from talker_stream.brain.conversation import FALLBACK, Conversation, open_conversation
 from talker_stream.frames import Question
 from talker_stream.live import LiveAvatar
-from talker_stream.llm import GenerationParams, open_llm
-from talker_stream.llm.openai_compat import OpenAICompatLLM
-from talker_stream.moderation import BLOCKED, REFUSAL, Moderator
+from talker_stream.brain.llm import GenerationParams, open_llm
+from talker_stream.brain.llm.openai_compat import OpenAICompatLLM
+from talker_stream.brain.moderation import BLOCKED, REFUSAL, Moderator
 from talker_stream.speech.text import strip_tags
 from talker_stream.speech.tts.piper import PiperTTS
 
@@ -337,7 +337,7 @@ def test_dead_model_server_gets_a_polite_fallback(caplog):
 def test_memory_counts_chinese_as_about_a_token_a_character():
     """A remote model cannot count tokens for us: the estimate must not let Chinese memory
     grow far past its bound (ScriptedText stands in for the model's words)."""
-    from talker_stream.conversation import estimate_tokens
+    from talker_stream.brain.conversation import estimate_tokens
 
     assert 8 <= estimate_tokens("你好，我今天很开心。") <= 10
     assert estimate_tokens("Hello there, how are you?") == 6

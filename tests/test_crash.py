@@ -21,7 +21,7 @@ import pytest
 
 from conftest import PORTRAIT, ROOT, make_settings, wait_for
 from talker_stream.engines.isolation import EngineCrashed, IsolatedEngine
-from talker_stream.llm import GenerationParams, open_llm
+from talker_stream.brain.llm import GenerationParams, open_llm
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 PARAMS = GenerationParams(0.0, 1.0, 16)
@@ -92,9 +92,9 @@ def test_the_feed_keeps_25_fps_through_a_crash_and_the_question_is_answered_afte
     from test_audience import CaptionSink, LocalChat
 
     from talker_stream.audience.runner import Audience
-    from talker_stream.conversation import Conversation
+    from talker_stream.brain.conversation import Conversation
     from talker_stream.live import LiveAvatar
-    from talker_stream.moderation import Moderator
+    from talker_stream.brain.moderation import Moderator
     from talker_stream.audience.queue import QuestionQueue
     from talker_stream.speech.tts.piper import PiperTTS
 
@@ -136,9 +136,9 @@ def test_an_answer_that_keeps_crashing_is_reported_failed_to_its_platform(segv, 
     from test_audience import CaptionSink, LocalChat
 
     from talker_stream.audience.runner import Audience
-    from talker_stream.conversation import Conversation
+    from talker_stream.brain.conversation import Conversation
     from talker_stream.live import LiveAvatar
-    from talker_stream.moderation import Moderator
+    from talker_stream.brain.moderation import Moderator
     from talker_stream.audience.queue import QuestionQueue
     from talker_stream.speech.tts.piper import PiperTTS
 
@@ -228,7 +228,7 @@ def test_a_passed_probe_is_remembered_until_the_engine_changes(segv, monkeypatch
 
 # -- the llama.cpp build ---------------------------------------------------------------------
 def test_setup_builds_llama_cpp_with_the_portable_flags_the_code_names():
-    from talker_stream.llm.llamacpp import PORTABLE_CMAKE_ARGS
+    from talker_stream.brain.llm.llamacpp import PORTABLE_CMAKE_ARGS
 
     script = (ROOT / "scripts" / "setup.sh").read_text()
     assert f'LLAMA_CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}"' in script
@@ -318,7 +318,7 @@ def piper_question():
 HASWELL_PROBE = """
 import time
 from llama_cpp import Llama
-from talker_stream.llm.llamacpp import bundled_model
+from talker_stream.brain.llm.llamacpp import bundled_model
 llm = Llama(model_path=str(bundled_model()), n_ctx=512, n_threads=2, verbose=False)
 out = llm.create_chat_completion(messages=[{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0)
 print("ANSWER", repr(out["choices"][0]["message"]["content"]))

@@ -14,10 +14,10 @@ import pytest
 
 from conftest import make_settings
 from talker_stream.config import load_settings
-from talker_stream.conversation import open_conversation
+from talker_stream.brain.conversation import open_conversation
 from talker_stream.errors import ConfigError
 from talker_stream.frames import Question
-from talker_stream.knowledge import Knowledge, stem, terms
+from talker_stream.brain.knowledge import Knowledge, stem, terms
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -203,7 +203,7 @@ def test_a_file_that_tries_to_rewrite_the_persona_stays_facts(tmp_path, caplog, 
 # -- with the embedded model, as the product opens it ---------------------------------------------------
 @pytest.fixture(scope="module")
 def smollm():
-    from talker_stream.llm import open_llm
+    from talker_stream.brain.llm import open_llm
 
     llm = open_llm(make_settings())
     yield llm
@@ -229,7 +229,7 @@ def test_facts_only_the_file_holds_are_said_back_when_asked_in_other_words(tmp_p
 
 
 def test_knowledge_is_indexed_once_per_conversation(tmp_path, monkeypatch, smollm):
-    from talker_stream import knowledge as kmod
+    from talker_stream.brain import knowledge as kmod
 
     calls = []
     real = kmod.Knowledge._index

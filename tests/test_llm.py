@@ -20,9 +20,9 @@ import pytest
 from conftest import make_settings
 from services import free_port
 from talker_stream.errors import EngineUnavailable
-from talker_stream.llm import GenerationParams, open_llm
-from talker_stream.llm.llamacpp import LlamaCppLLM, bundled_model
-from talker_stream.llm.openai_compat import OpenAICompatLLM
+from talker_stream.brain.llm import GenerationParams, open_llm
+from talker_stream.brain.llm.llamacpp import LlamaCppLLM, bundled_model
+from talker_stream.brain.llm.openai_compat import OpenAICompatLLM
 
 QUESTION = [
     {"role": "system", "content": "You are a helpful assistant. Answer briefly."},

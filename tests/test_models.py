@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talker_stream import models
+from talker_stream.brain import models
 from talker_stream.errors import ConfigError, TalkerError
 
 
@@ -317,7 +317,7 @@ def test_the_progress_bar_shows_the_download(hub, tiny):
 def test_pull_from_the_command_line_points_the_config_at_it_and_the_avatar_runs_it(hub, tiny, tmp_path, capsys):
     from talker_stream.cli import main
     from talker_stream.config import load_settings
-    from talker_stream.conversation import Question, open_conversation
+    from talker_stream.brain.conversation import Question, open_conversation
 
     cfg = tmp_path / "config.toml"
     cfg.write_text(CONFIG)

@@ -15,7 +15,7 @@ import pytest
 
 from talker_stream.audience import queue as qmod
 from talker_stream.frames import MODERATOR, PAID, REGULAR, ChatMessage
-from talker_stream.moderation import Moderator
+from talker_stream.brain.moderation import Moderator
 from talker_stream.audience.queue import QuestionQueue, normalise, similarity
 
 

@@ -57,7 +57,7 @@ def question_16k():
 
 
 def test_the_remote_llm_streams_an_answer(engines, tmp_path):
-    from talker_stream.conversation import open_conversation
+    from talker_stream.brain.conversation import open_conversation
     from talker_stream.frames import Question
 
     conv = open_conversation(remote_settings(tmp_path, engines))

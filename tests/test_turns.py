@@ -8,10 +8,10 @@ import pytest
 
 from conftest import make_settings
 from talker_stream.brain.turns import Outcome, Turns
-from talker_stream.conversation import Conversation
+from talker_stream.brain.conversation import Conversation
 from talker_stream.frames import Question
-from talker_stream.llm import GenerationParams
-from talker_stream.moderation import Moderator
+from talker_stream.brain.llm import GenerationParams
+from talker_stream.brain.moderation import Moderator
 
 
 class Scripted:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..frames import PAID, ChatMessage, Queued
-from ..moderation import Moderator, speaker_name
+from ..brain.moderation import Moderator, speaker_name
 from ..speech.text import clean
 
 log = logging.getLogger(__name__)

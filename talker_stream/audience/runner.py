@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from ..brain.turns import MAX_ANSWER_S, Outcome, TurnResult, Turns
-from ..conversation import Conversation
+from ..brain.conversation import Conversation
 from ..frames import Question
 from ..engines import registry
 from .queue import QuestionQueue

@@ -14,7 +14,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-from ..conversation import Conversation, Reply
+from .conversation import Conversation, Reply
 
 from ..frames import Question
 

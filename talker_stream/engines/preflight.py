@@ -67,7 +67,7 @@ class Result:
 
 # -- what each probe does (in the child) ---------------------------------------------------
 def _probe_llm(settings, name: str) -> str:
-    from ..llm import GenerationParams
+    from ..brain.llm import GenerationParams
 
     options = getattr(settings.llm, name, None)
     engine = registry.load("llm", name)(options, base_dir=settings.base_dir)

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from ..brain.drafts import Draft, Drafts
 from ..brain.turns import TurnResult, Turns
-from ..conversation import Conversation, Reply
+from ..brain.conversation import Conversation, Reply
 from ..frames import Question
 from ..errors import TalkerError
 from ..speech.text import strip_tags

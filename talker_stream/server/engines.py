@@ -38,7 +38,7 @@ class EngineServer:
     def __init__(self, settings, host: str) -> None:
         from ..brain.asr import open_asr
         from ..errors import ConfigError
-        from ..llm import open_llm
+        from ..brain.llm import open_llm
         from ..speech.tts import open_tts
         from .webapp import _loopback
 
@@ -85,7 +85,7 @@ class EngineServer:
     async def chat(self, request):
         from aiohttp import web
 
-        from ..llm import GenerationParams
+        from ..brain.llm import GenerationParams
 
         try:
             body = await request.json()

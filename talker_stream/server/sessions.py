@@ -50,10 +50,10 @@ class SharedEngines:
     @classmethod
     def open(cls, settings, listen: bool = True) -> "SharedEngines":
         from ..brain.asr import open_asr
-        from ..llm import open_llm
+        from ..brain.llm import open_llm
         from ..speech.tts import open_tts
 
-        from ..conversation import open_conversation
+        from ..brain.conversation import open_conversation
 
         llm = open_llm(settings)
         tts = open_tts(settings, live=True)
@@ -75,7 +75,7 @@ class Session:
     """One visitor's avatar, memory, ear and peer connection."""
 
     def __init__(self, engines: SharedEngines, loop: asyncio.AbstractEventLoop, address: str) -> None:
-        from ..conversation import open_conversation
+        from ..brain.conversation import open_conversation
         from ..live import LiveAvatar
         from ..face import open_face
         from ..outputs.webrtc import WebRTCSink

@@ -14,10 +14,10 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 
-from .frames import Question
+from ..frames import Question
 from .llm import LLM, GenerationParams
 from .moderation import Moderator, Verdict, speaker_name
-from .speech.text import _CJK, strip_tags
+from ..speech.text import _CJK, strip_tags
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Conversation:
                  memory_tokens: int = 1500, count_tokens=None, *, knowledge=None, passages: int = 3,
                  max_sentences: int = 0, memory_turns: int = 0) -> None:
         self.llm = llm
-        self.knowledge = knowledge  # a talker_stream.knowledge.Knowledge, or None
+        self.knowledge = knowledge  # a talker_stream.brain.knowledge.Knowledge, or None
         self.passages = passages
         found = re.search(r"\b[Yy]ou are ([A-Z][\w'-]*)", persona)  # "You are Tess, ..." -> Tess
         self.name = found.group(1) if found else ""

@@ -32,7 +32,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, TalkerError
+from ..errors import ConfigError, TalkerError
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +372,7 @@ def set_model_in_config(config: Path, model_path: Path) -> str:
 def measure(path: Path, threads: int, tokens: int = 48) -> float:
     """Decode tokens per second of the GGUF at *path* on *threads* threads, run the way the
     avatar runs it (its worker process), greedy, after a warm-up; remembered for the listing."""
-    from .config import load_settings
+    from ..config import load_settings
     from .llm import GenerationParams, open_llm
 
     settings = load_settings(None, {"llm.llamacpp.model": str(path), "llm.llamacpp.threads": threads})

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..engines import registry
+from ...engines import registry
 
 
 @dataclass

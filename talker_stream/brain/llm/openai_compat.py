@@ -9,7 +9,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import EngineUnavailable
+from ...errors import EngineUnavailable
 from . import GenerationParams
 
 

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import EngineUnavailable
+from ...errors import EngineUnavailable
 from . import GenerationParams
 
 BUNDLED = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineUnavailable
-from ..engines.isolation import IsolatedEngine
+from ...errors import EngineUnavailable
+from ...engines.isolation import IsolatedEngine
 from . import GenerationParams
 
 
