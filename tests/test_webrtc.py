@@ -201,11 +201,13 @@ def test_the_visitors_microphone_is_heard_and_answered(server, question_wav, tmp
         page = context.new_page()
         page.goto(url)
         assert page.evaluate("talker.start(true)") == 201
-        assert answered(page, "france", 60), page.evaluate("talker.captions()")
+        # "capital", not "France": Whisper tiny.en on Opus-coded speech has heard "capital of
+        # friends" on another CPU; the test is about the path, not the model's ear
+        assert answered(page, "capital", 60), page.evaluate("talker.captions()")
         heard = [c for c in page.evaluate("talker.captions()") if c.startswith("you:")]
     finally:
         close(pw, context, profile)
-    assert "capital" in heard[0].lower(), heard
+    assert "what is the capital" in heard[0].lower(), heard
     assert wait_for(lambda: sessions(url)["sessions"] == 0, 10), "the closed page's session ended"
 
 
