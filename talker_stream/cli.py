@@ -192,7 +192,8 @@ def cmd_chat(args) -> int:
         if listener is not None:
             print(f"listening to {args.listen} in real time" if args.listen else
                   "listening: speak a question (Ctrl-C to end)", file=sys.stderr)
-            chat_from_mic(avatar, conversation, listener, source, sys.stdout, linger=MAX_ANSWER_S if args.listen else 0.0)
+            chat_from_mic(avatar, conversation, listener, source, sys.stdout, linger=MAX_ANSWER_S if args.listen else 0.0,
+                          who="recording" if args.listen else "microphone")
         else:
             chat_from_terminal(avatar, conversation, sys.stdin, sys.stdout, prompt=sys.stdin.isatty())
     except KeyboardInterrupt:

@@ -3,7 +3,8 @@
 In the order data moves: a ChatMessage from a platform becomes a Queued question, a
 Question reaches the brain; the answer's Sentences become AudioChunks, SpeechSegments on
 the timeline, a FramePlan per frame and an OutFrame for the sinks; what was heard comes
-back as Spoken; a transcribed turn is Heard."""
+back as Spoken; a transcribed turn is Heard. An Interrupt is the one control value: it
+overtakes the data queued ahead of it, and the Spoken it cuts carries it back."""
 from __future__ import annotations
 
 import time
@@ -94,14 +95,29 @@ class FramePlan:
     finished: "Spoken | None" = None  # set on the last frame of an utterance
 
 
+@dataclass(frozen=True)
+class Interrupt:
+    """Stop speaking now: a value that overtakes the speech queued ahead of it.
+
+    Whatever cuts (the listener's barge-in, the operator, the turn's timeout, a session that
+    ends) says why with one of these; the output that was cut stamps ``at`` and hands it back
+    on the Spoken of each utterance it cut, so the source learns why."""
+
+    reason: str = "operator"  # "barge-in", "operator", "timeout", "session-ended"
+    source: str = ""  # who or what cut: "microphone", "http", "turns", "discord:<user id>"...
+    at: int | None = None  # where the cut took effect, in samples of the cut stream's clock
+    made: float = field(default_factory=time.monotonic)
+
+
 @dataclass
 class Spoken:
-    """What an interrupted utterance actually said: whole sentences, then part of one."""
+    """What an utterance actually said: whole sentences, then part of one when it was cut."""
 
     utterance: int | None
     sentences: list[str]
     partial: str = ""
     partial_fraction: float = 0.0
+    interrupt: Interrupt | None = None  # why it was cut or dropped, when it was
 
     @property
     def text(self) -> str:

@@ -5,9 +5,10 @@ speech segments (TTS is bursty and may stall) and places them ahead of the playh
 *frame* thread ticks at the configured fps, takes whatever the timeline holds for the
 next frame (an idle face when nothing is ready), renders it and hands it to every sink's
 queue. If rendering falls behind, the picture is dropped but the audio slot is still
-sent, so latency never piles up and sound never gaps. An interrupt is a control call that
-overtakes queued speech: it bumps a generation counter (stale TTS output is discarded)
-and cuts the timeline at the playhead.
+sent, so latency never piles up and sound never gaps. An interrupt (frames.Interrupt: why,
+who) is a control value that overtakes queued speech: it bumps a generation counter (stale
+TTS output is discarded), cuts the timeline at the playhead, and comes back on the Spoken of
+every utterance it cut.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import queue
 import statistics
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from .frames import OutFrame
 from .speech.speaker import Speaker
 from .speech.text import split_sentences
 from .speech.timeline import Timeline
-from .frames import Spoken
+from .frames import Interrupt, Spoken
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class LiveAvatar:
         self._inbox: queue.Queue[Utterance] = queue.Queue(maxsize=settings.live.max_queued_utterances)
         self._ids = itertools.count(1)
         self._generation = 0
+        self._cut: Interrupt | None = None  # the last interrupt (utterances of older generations were cut by it)
         self._said: dict[int, Utterance] = {}
         self._running = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -164,8 +166,12 @@ class LiveAvatar:
                 self._said.pop(old, None)
         return u.id
 
-    def interrupt(self) -> Spoken:
-        """Stop speaking now: the next frame is idle, queued utterances are dropped."""
+    def interrupt(self, why: Interrupt | None = None) -> Spoken:
+        """Stop speaking now: the next frame is idle, queued utterances are dropped.
+
+        *why* (default: the operator's) comes back stamped with the stream sample where the
+        cut took effect, on the Spoken returned and on every cut utterance's ``on_done``."""
+        why = self._cut = why or Interrupt("operator")  # set first: whoever sees the new generation finds why
         self._generation += 1
         dropped = []
         while True:
@@ -174,16 +180,18 @@ class LiveAvatar:
             except queue.Empty:
                 break
         with self._lock:
+            why = self._cut = replace(why, at=self.clock.frame_start(self.timeline.playhead))
             queued = self.timeline.queued_utterances()
             spoken = self.timeline.interrupt()
+        spoken.interrupt = why
         self._caption = ""
         if spoken.utterance is not None:
             self._finish(spoken.utterance, spoken)
         for utt in queued:  # already synthesised, waiting behind the one cut: never heard
             if utt != spoken.utterance:
-                self._finish(utt, Spoken(utt, []))
+                self._finish(utt, Spoken(utt, [], interrupt=why))
         for u in dropped:
-            self._finish(u.id, Spoken(u.id, []))
+            self._finish(u.id, Spoken(u.id, [], interrupt=why))
         return spoken
 
     def _finish(self, utterance: int, spoken: Spoken) -> None:
@@ -203,7 +211,7 @@ class LiveAvatar:
             except queue.Empty:
                 continue
             if u.generation != self._generation:
-                self._finish(u.id, Spoken(u.id, []))
+                self._finish(u.id, Spoken(u.id, [], interrupt=self._cut))
                 continue
             first = True
             pieces = [u.text] if isinstance(u.text, str) else u.text
@@ -234,7 +242,8 @@ class LiveAvatar:
             with self._lock:
                 if u.generation == self._generation and self.timeline.mark_last(u.id):
                     continue  # the frame loop reports it when its last frame plays
-                heard = Spoken(u.id, self.timeline.heard(u.id))
+                cut = self._cut if u.generation != self._generation else None
+                heard = Spoken(u.id, self.timeline.heard(u.id), interrupt=cut)
             self._finish(u.id, heard)
 
     def _wait_for_room(self, u: Utterance) -> bool:

@@ -5,7 +5,7 @@ insides without breaking them (a test checks it). What is here, by role:
 
 - data that flows: ``OutFrame`` (what a sink is given), ``AudioChunk`` (what a voice yields),
   ``FaceParams`` (what a face engine draws), ``ChatMessage`` and its priorities (what an
-  adapter hands in);
+  adapter hands in), ``Interrupt`` (why speech is cut) and ``Spoken`` (what was heard);
 - options and errors: ``opt`` for an ``Options`` dataclass's fields, ``load_settings``,
   and the errors a user can act on;
 - bases and helpers: ``AsyncAdapter`` (+ ``Backoff``, ``RecentSet``) for chat platforms,
@@ -27,14 +27,14 @@ from .config import load_settings, opt
 from .errors import ConfigError, EngineUnavailable, InputError, TalkerError
 from .face.animator import MeshAnimator, MeshAvatar
 from .face.params import FaceParams
-from .frames import AudioChunk
+from .frames import AudioChunk, Interrupt, Spoken
 from .frames import OutFrame
 from .speech.tts import open_tts
 from .outputs.encoder import AVEncoder
 
 __all__ = [
     "AVEncoder", "AsyncAdapter", "AudioChunk", "Backoff", "ChatMessage", "ConfigError", "EngineUnavailable",
-    "FaceParams", "InputError", "MODERATOR", "MediaClock", "MeshAnimator", "MeshAvatar", "OutFrame", "PAID",
-    "REGULAR", "RecentSet", "SAMPLE_RATE", "SileroVAD", "SpeechStarted", "StreamResampler", "TalkerError",
+    "FaceParams", "InputError", "Interrupt", "MODERATOR", "MediaClock", "MeshAnimator", "MeshAvatar", "OutFrame", "PAID",
+    "REGULAR", "RecentSet", "SAMPLE_RATE", "SileroVAD", "Spoken", "SpeechStarted", "StreamResampler", "TalkerError",
     "TurnDetector", "TurnEnded", "load_settings", "open_asr", "open_tts", "opt", "read_audio",
 ]

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import make_settings
 from talker_stream.live import LiveAvatar
-from talker_stream.frames import AudioChunk
+from talker_stream.frames import AudioChunk, Interrupt
 from talker_stream.speech.tts.piper import PiperTTS
 
 PERIOD = 1 / 25
@@ -133,6 +133,7 @@ def test_interrupt_stops_speech_within_one_frame(animator, piper):
     spoken = live.interrupt()
     time.sleep(0.6)
     live.stop()
+    assert spoken.interrupt.reason == "operator"  # the default: someone pressed stop
     after = [f for f in sink.frames if f.index > cut_at]
     assert after and not any(f.speaking for f in after), "the very next frame is not speaking"
     tail = np.concatenate([f.audio for f in after])
@@ -194,11 +195,15 @@ def test_on_done_reports_what_was_heard(animator, piper):
     while not any(f.utterance == third and f.speaking for f in sink.frames) and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.5)
-    live.interrupt()
+    cut_at = live.clock.frame_start(live.timeline.playhead)
+    live.interrupt(Interrupt("barge-in", "microphone"))
     live.stop()
     assert done["first"].utterance == first and done["first"].text == "Short one."
+    assert done["first"].interrupt is None and done["second"].interrupt is None  # heard to the end
     assert done["second"].utterance == second
     # the first clause was cut early (fast start), then whole sentences
     assert done["second"].sentences == ["Here is a streamed answer,", "written piece by piece.", "And a second sentence."]
     assert done["third"].utterance == third and 0 < done["third"].partial_fraction < 1
     assert "interrupt it" not in done["third"].text
+    why = done["third"].interrupt  # the source learns why it was cut, and where
+    assert (why.reason, why.source) == ("barge-in", "microphone") and 0 <= why.at - cut_at < live.clock.sample_rate // 2

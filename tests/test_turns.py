@@ -9,7 +9,7 @@ import pytest
 from conftest import make_settings
 from talker_stream.brain.turns import Outcome, Turns
 from talker_stream.brain.conversation import Conversation
-from talker_stream.frames import Question
+from talker_stream.frames import Interrupt, Question
 from talker_stream.brain.llm import GenerationParams
 from talker_stream.brain.moderation import Moderator
 
@@ -57,9 +57,10 @@ def test_an_interrupted_answer_keeps_only_what_was_heard(live):
     turn = t.ask(Question("Count for me.", "", "c2"))
     assert live_speaking(live, 20)
     time.sleep(1.0)
-    live.interrupt()
+    live.interrupt(Interrupt("barge-in", "microphone"))
     result = turn.wait(10)
     assert result.outcome is Outcome.INTERRUPTED and "This is sentence one.".startswith(result.heard[:7])
+    assert result.interrupt.reason == "barge-in" and result.interrupt.source == "microphone"
     assert "six" not in result.heard and conv.history("c2")[1]["content"] == result.heard
 
 
@@ -82,3 +83,13 @@ def test_a_question_moderated_at_the_front_door_is_not_moderated_again(live):
     assert refused.outcome is Outcome.ANSWERED and "banana" not in refused.heard.lower() and conv.history("c4") == []
     allowed = t.answer(Question("Say banana.", "", "c5", moderated=True))  # the chat queue already decided
     assert allowed.heard == "Sure."
+
+
+def test_an_answer_past_the_time_limit_is_cut_and_says_so(live):
+    """Turns.answer's limit cuts the avatar with an Interrupt("timeout"): the source learns
+    that the answer was cut for time, not by a listener or the operator."""
+    t, conv = turns(live, [f"This is sentence {n}. " for n in ("one", "two", "three", "four", "five", "six")])
+    t.max_answer_seconds = 2.0
+    result = t.answer(Question("Count slowly.", "", "c6"))
+    assert result.outcome in (Outcome.INTERRUPTED, Outcome.DROPPED) and "six" not in result.heard
+    assert (result.interrupt.reason, result.interrupt.source) == ("timeout", "turns")

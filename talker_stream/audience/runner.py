@@ -23,7 +23,7 @@ from typing import Any
 
 from ..brain.turns import MAX_ANSWER_S, Outcome, TurnResult, Turns
 from ..brain.conversation import Conversation
-from ..frames import Question
+from ..frames import Interrupt, Question
 from ..engines import registry
 from .queue import QuestionQueue
 from ..frames import Queued
@@ -200,7 +200,7 @@ class Audience:
                 return None
             if time.monotonic() > deadline:
                 log.warning("no answer to %s was heard within %.0f s; going on", item.author, self.max_answer_seconds)
-                self.avatar.interrupt()
+                self.avatar.interrupt(Interrupt("timeout", "audience"))
                 result = turn.wait(10.0)
                 break
         if result is None or result.outcome is Outcome.DROPPED:

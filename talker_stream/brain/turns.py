@@ -6,6 +6,7 @@
         ─► wait until it has been heard (the last frame played, or the avatar was cut off)
         ─► memory keeps only what was heard
         ─► the outcome goes back to the source: answered, interrupted, dropped or failed
+           (an interrupted or dropped one carries the Interrupt that cut it: why, and who)
 
 The terminal chat, the microphone, the audience runner, the browser sessions and the HTTP
 API all use :class:`Turns`; none of them waits, times out or interrupts on its own.
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..speech.text import strip_tags
-from ..frames import Spoken
+from ..frames import Interrupt, Spoken
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ class TurnResult:
     heard: str  # what the audience heard of the answer, tags removed
     spoken: Spoken
     error: Exception | None = None
+
+    @property
+    def interrupt(self) -> Interrupt | None:
+        """Why it was cut (barge-in, operator, timeout...), when it was."""
+        return self.spoken.interrupt
 
 
 class Turn:
@@ -100,7 +106,7 @@ class Turns:
         result = turn.wait(self.max_answer_seconds)
         if result is None:
             log.warning("no answer was heard within %.0f s; interrupting", self.max_answer_seconds)
-            self.avatar.interrupt()
+            self.avatar.interrupt(Interrupt("timeout", "turns"))
             result = turn.wait(10.0)
         return result or TurnResult(Outcome.DROPPED, "", Spoken(None, []))
 

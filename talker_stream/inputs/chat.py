@@ -17,7 +17,7 @@ from typing import TextIO
 from ..brain.drafts import Draft, Drafts
 from ..brain.turns import TurnResult, Turns
 from ..brain.conversation import Conversation, Reply
-from ..frames import Question
+from ..frames import Interrupt, Question
 from ..errors import TalkerError
 from ..speech.text import strip_tags
 
@@ -152,13 +152,15 @@ def open_recording(path: str) -> Iterator:
     return file_source(path, realtime=True)
 
 
-def chat_from_mic(avatar, conversation: Conversation, listener, source, out: TextIO, linger: float = 0.0) -> None:
+def chat_from_mic(avatar, conversation: Conversation, listener, source, out: TextIO, linger: float = 0.0,
+                  who: str = "microphone") -> None:
     """Answer each spoken turn until the source ends. Barge-in: speech that starts while an
     answer is still being written or spoken cuts it off (the listener calls back only when
     [asr] barge_in is on), and memory keeps what was heard of it. The answer is begun
     during the end-of-turn silence ([asr] speculate_ms) and kept back until the turn ends.
     With *linger*, wait up to that many seconds after the source ends for the answers still
-    being spoken (a recording ends; a microphone is stopped on purpose)."""
+    being spoken (a recording ends; a microphone is stopped on purpose). *who* names the
+    microphone on the barge-in's Interrupt."""
     console = Console(out)
     drafts = Drafts(conversation, lambda text: Question(text, "", CHANNEL))
     answering: set[int] = set()  # answers still being written or spoken
@@ -169,7 +171,7 @@ def chat_from_mic(avatar, conversation: Conversation, listener, source, out: Tex
         with lock:
             busy = bool(answering)
         if busy:
-            avatar.interrupt()
+            avatar.interrupt(Interrupt("barge-in", who))
 
     def on_question(text: str, start: float, end: float) -> None:
         console.line(f"you: {text}")

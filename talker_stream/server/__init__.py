@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 
 from ..errors import TalkerError
+from ..frames import Interrupt
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         avatar = self.server_ref.avatar
         if path == "/api/interrupt":
-            spoken = avatar.interrupt()
+            spoken = avatar.interrupt(Interrupt("operator", "http"))
             self._json(HTTPStatus.OK, {"interrupted": spoken.utterance, "spoken": spoken.text})
             return
         text = body.get("text")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import TalkerError
+from ..frames import Interrupt
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,8 @@ class Session:
         self._listener = Listener.from_settings(self.engines.settings, asr=self.engines.asr)
         out = _Captions(self)
         threading.Thread(target=chat_from_mic, args=(self.avatar, self.conversation, self._listener,
-                                                     self._mic_source(), out), name=f"mic-{self.id[:6]}",
-                         daemon=True).start()
+                                                     self._mic_source(), out), kwargs={"who": f"page:{self.id[:6]}"},
+                         name=f"mic-{self.id[:6]}", daemon=True).start()
         self.loop.create_task(self._read_mic(track))
 
     async def _read_mic(self, track) -> None:
@@ -167,7 +168,7 @@ class Session:
         ask(self.avatar, self.conversation, text, _Captions(self).console, wait=False)
 
     def interrupt(self) -> None:
-        self.avatar.interrupt()
+        self.avatar.interrupt(Interrupt("operator", f"page:{self.id[:6]}"))
 
     # -- signalling ---------------------------------------------------------------------------
     async def connect(self, offer: str, ice_servers: list, on_gone) -> str:
@@ -230,6 +231,7 @@ class Session:
         self._put_mic(None)
         if self._listener is not None:
             self._listener.stop()
+        self.avatar.interrupt(Interrupt("session-ended", f"page:{self.id[:6]}"))  # answers in flight learn why
         self.avatar.stop()
         self.emit({"end": True})
 
