@@ -87,11 +87,10 @@ def piper_clip_report(piper_clip):
 
 def engines_as_services(url: str, **llm: object) -> str:
     """config.toml tables that put the LLM, the ear and the voice behind *url* (``.../v1``),
-    with extra ``[llm]`` keys (``max_tokens = 20``)."""
-    extra = "".join(f"{k} = {v!r}\n" for k, v in llm.items())
-    return (f'[llm]\nengine = "openai"\n{extra}[llm.openai]\nbase_url = "{url}"\n'
-            f'[asr]\nengine = "openai"\n[asr.openai]\nbase_url = "{url}"\n'
-            f'[tts]\nengine = "openai"\nfallback = ""\n[tts.openai]\nbase_url = "{url}"\n')
+    with extra ``[llm]`` keys (``max_tokens = 20``): what `talker-stream engines` prints."""
+    from talker_stream.server.engines import client_config
+
+    return client_config(url, **llm)
 
 
 def wait_for(predicate, seconds: float, step: float = 0.02) -> bool:
@@ -221,7 +220,7 @@ AREAS = {
     "render": ["test_render.py", "test_animator.py", "test_timeline.py", "test_clock.py", "test_bad_input.py",
                "test_text.py", "test_config.py", "test_mouth.py"],
     "live": ["test_live.py", "test_live_cli.py", "test_server.py", "test_web_page.py", "test_webrtc.py",
-             "test_cluster.py"],
+             "test_cluster.py", "test_speech_output.py"],
     "sinks": ["test_sink_record.py", "test_sink_rtmp.py", "test_sink_obs.py", "test_sink_virtualcam.py"],
     "brain": ["test_llm.py", "test_asr.py", "test_conversation.py", "test_crash.py", "test_chat.py",
               "test_knowledge.py", "test_models.py", "test_services.py", "test_turns.py"],

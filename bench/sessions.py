@@ -15,8 +15,17 @@ tabs would measure Chromium on two cores). Each peer decodes the avatar's VP8 an
 Reported per N: median and worst received video fps, server-side dropped pictures, CPU of
 the server (all its processes, engines included) and of the peers, in % of one core.
 
+The cluster overhead (issue 17): ``--engines remote`` puts the LLM, ear and voice behind
+`talker-stream engines` (as a cluster needs them), and ``--ray CPUS`` runs the sessions on a
+local Ray cluster (``ray.cluster_utils.Cluster``: a head that holds no session and one node
+with CPUS CPUs, as `serve --ray` is deployed), so the two rows of each N differ only by Ray.
+The server CPU is then everything the benchmark started (front door, Ray's processes and
+actors, the engines), the peers excepted.
+
 Usage:
   .venv/bin/python bench/sessions.py                 # --counts 1 2 4 8 --seconds 30 --asks 10
+  .venv/bin/python bench/sessions.py --engines remote --counts 1 2 4 --asks 0
+  .venv/bin/python bench/sessions.py --engines remote --ray 2 --counts 1 2 4 --asks 0
 """
 from __future__ import annotations
 
@@ -24,7 +33,6 @@ import argparse
 import asyncio
 import fractions
 import json
-import os
 import statistics
 import sys
 import time
@@ -33,35 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
-from _load import OtherLoad
+from _load import OtherLoad, tree_cpu_seconds
 from _serve import start_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ["What is your favourite colour?", "Can you tell me a joke?", "Why is the sky blue?",
              "What games do you play?", "Where do you live?", "Do you like music?"]
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError):
-            pass
-    return total
-
-
-def tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
-        except OSError:
-            pass
-    return out
 
 
 class Peer:
@@ -171,12 +156,12 @@ def mic_track(pcm: np.ndarray):
     return Mic()
 
 
-async def run_count(url: str, n: int, seconds: float, speaking: bool, server_pids) -> dict:
+async def run_count(url: str, n: int, seconds: float, speaking: bool, server_cpu) -> dict:
     peers = [Peer(url) for _ in range(n)]
     for p in peers:
         await p.start()
     await asyncio.sleep(3)  # connected, first frames decoded
-    cpu0, mine0, t0 = cpu_seconds(server_pids()), time.process_time(), time.monotonic()
+    cpu0, mine0, t0 = server_cpu(), time.process_time(), time.monotonic()
     asked = 0
     while time.monotonic() - t0 < seconds:
         if speaking:
@@ -185,7 +170,7 @@ async def run_count(url: str, n: int, seconds: float, speaking: bool, server_pid
             asked += 1
         await asyncio.sleep(6.0 if speaking else 1.0)
     t1 = time.monotonic()
-    cpu1, mine1 = cpu_seconds(server_pids()), time.process_time()
+    cpu1, mine1 = server_cpu(), time.process_time()
     stats = json.load(urllib.request.urlopen(url + "api/sessions"))
     fps = [p.fps(t0, t1) for p in peers]
     for p in peers:
@@ -218,22 +203,58 @@ def main() -> int:
     ap.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--asks", type=int, default=10)
+    ap.add_argument("--engines", choices=("local", "remote"), default="local",
+                    help="remote: LLM, ear and voice behind `talker-stream engines` on loopback")
+    ap.add_argument("--ray", type=float, metavar="CPUS", help="sessions on a local Ray cluster node with CPUS CPUs")
     a = ap.parse_args()
+    from talker_stream.server.engines import client_config
+
+    if a.ray and a.engines != "remote":
+        ap.error("--ray needs --engines remote (sessions on a cluster reach the engines as services)")
+    started: list = []
+    cluster = None
     cfg = Path("/tmp/bench-sessions.toml")
-    cfg.write_text(f'[avatar]\nportrait = "{ROOT / "examples/portrait.png"}"\n[serve]\nmax_sessions = {max(a.counts)}\n'
-                   f'per_address = {max(a.counts)}\n')
-    proc, url = start_cli("-c", str(cfg), "serve", "--port", "0")
+    text = (f'[avatar]\nportrait = "{ROOT / "examples/portrait.png"}"\n[serve]\nmax_sessions = {max(a.counts)}\n'
+            f'per_address = {max(a.counts)}\n')
+    if a.engines == "remote":
+        engines, engines_url = start_cli("engines", "--port", "0")
+        started.append(engines)
+        text = client_config(engines_url) + text
+    args = ["-c", str(cfg), "serve", "--port", "0"]
+    if a.ray:
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        cluster.add_node(num_cpus=a.ray)
+        cluster.wait_for_nodes()
+        args += ["--ray", cluster.address]
+        text += f"session_cpus = {a.ray / max(a.counts)}\n"
+    cfg.write_text(text)
+    proc, url = start_cli(*args)
+    started.append(proc)
+    own = time.process_time
+
+    def server_cpu() -> float:  # everything this benchmark started: front door, engines, Ray
+        return tree_cpu_seconds() - own()
+
     load = OtherLoad().start()
     rows = []
     try:
         for n in a.counts:
             for speaking in (False, True):
-                rows.append(asyncio.run(run_count(url, n, a.seconds, speaking, lambda: tree(proc.pid))))
+                rows.append(asyncio.run(run_count(url, n, a.seconds, speaking, server_cpu)))
                 print(rows[-1], file=sys.stderr, flush=True)
         latency = asyncio.run(run_latency(url, a.asks)) if a.asks else []
     finally:
-        proc.send_signal(2)
-        proc.wait(30)
+        for p in reversed(started):
+            p.send_signal(2)
+            try:
+                p.wait(30)
+            except Exception:  # noqa: BLE001 - a benchmark cleans up as it can
+                p.kill()
+        if cluster is not None:
+            cluster.shutdown()
+    print(f"front: {'serve --ray (one node, ' + str(a.ray) + ' CPUs)' if a.ray else 'serve'}; engines: {a.engines}")
     other = load.stop()
     print("| sessions | state | received fps (median) | worst session fps | pictures dropped | server CPU % of a core | peers CPU % |")
     print("|---|---|---|---|---|---|---|")

@@ -17,5 +17,10 @@ class EngineUnavailable(TalkerError):
     """An engine named in config cannot run on this machine (doctor says why)."""
 
 
+class ServiceDown(EngineUnavailable):
+    """A remote engine's server cannot be reached at all (refused, timed out): an outage that
+    passes, not an error in the request. Whoever waits on it should wait, not give up."""
+
+
 class ConfigError(TalkerError):
     """config.toml is invalid; the message names the file and line."""

@@ -116,3 +116,48 @@ def test_a_service_that_is_down_is_a_clear_error_and_the_avatar_idles(tmp_path, 
     assert live.tts_errors >= 1 and not any(f.speaking for f in sink.frames), "idle, saying nothing wrong"
     gaps = np.diff(sink.times)
     assert len(sink.frames) > 25 and gaps.max() < 0.25, "the feed never froze"
+
+
+def test_chat_questions_wait_out_an_engine_server_outage(tmp_path, animator):
+    """The engine server is down when three chat questions arrive: the avatar idles and says
+    nothing, no question is dropped or reported failed, and once `talker-stream engines`
+    starts (on the port the config names) all three are answered, in order.
+    ForgetfulChat stands in for a chat platform's servers (a remote service)."""
+    import socket
+
+    from test_audience import ForgetfulChat
+    from test_live import MemorySink
+
+    from talker_stream.audience.queue import QuestionQueue
+    from talker_stream.audience.runner import Audience
+    from talker_stream.brain.conversation import open_conversation
+    from talker_stream.live import LiveAvatar
+    from talker_stream.speech.tts import open_tts
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = remote_settings(tmp_path, f"http://127.0.0.1:{port}/v1")
+    sink, chat = MemorySink(), ForgetfulChat("twitch")
+    live = LiveAvatar(settings, [sink], tts=open_tts(settings, live=True), engine=animator).start()
+    audience = Audience(live, open_conversation(settings), [chat], QuestionQueue(max_age_seconds=600)).start()
+    server = None
+    try:
+        for who, text in (("ana", "What is the capital of France?"), ("bob", "What colour is the sky?"),
+                          ("cy", "How many legs does a spider have?")):
+            chat.send(who, text)
+        assert wait_for(lambda: audience.outages >= 2, 30), (audience.outages, audience.failed, audience.errors)
+        assert audience.failed == 0 and not chat.dropped_calls and audience.answered == 0
+        assert not any(f.speaking for f in sink.frames), "idle during the outage: no apology, nothing wrong said"
+        server = subprocess.Popen([sys.executable, "-m", "talker_stream.cli", "engines", "--port", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=open(tmp_path / "engines.log", "w"), cwd=tmp_path)
+        assert wait_for(lambda: audience.answered == 3, 180), (audience.outages, chat.dropped_calls)
+    finally:
+        audience.stop()
+        live.stop()
+        if server is not None:
+            server.send_signal(2)
+            server.wait(20)
+    assert not chat.dropped_calls and audience.failed == 0
+    assert [q.author for q in audience.asked][-3:] == ["ana", "bob", "cy"], "in the order asked"
+    assert any(f.speaking for f in sink.frames), "the answers were spoken once the server was back"

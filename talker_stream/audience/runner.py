@@ -23,6 +23,7 @@ from typing import Any
 
 from ..brain.turns import MAX_ANSWER_S, Outcome, TurnResult, Turns
 from ..brain.conversation import Conversation
+from ..errors import ServiceDown
 from ..frames import Interrupt, Question
 from ..engines import registry
 from .queue import QuestionQueue
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 60.0
 HEALTHY_S = 60.0  # an adapter that ran this long before failing starts its backoff afresh
 RETRIES = 1  # a question whose answer failed (the model crashed) is asked again this many times
+OUTAGE_FIRST_S, OUTAGE_MAX_S = 2.0, 30.0  # waits before asking again while an engine server is down
 REPLIES_WAITING = 32  # chat replies waiting for a slow platform; beyond, they are dropped (logged)
 NOTICES_WAITING = 256  # "your question was dropped" notices; a flood drops most questions, and
 # these must never crowd the answers out of REPLIES_WAITING, so they wait apart and go second
@@ -88,6 +90,8 @@ class Audience:
         self.drop_notices = 0  # adapters told that an accepted question was lost (dropped())
         self.errors = 0
         self.failed = 0  # answers the model failed to write, after RETRIES
+        self.outages = 0  # answers held back because an engine server was down (the question waited)
+        self._outage_wait = OUTAGE_FIRST_S
         self.restarts = {a.name: 0 for a in self.adapters}
         self.asked: list[Queued] = []  # the last questions taken, oldest first (bounded; tests and status)
         self._replies: queue.Queue[tuple[Any, Any, str]] = queue.Queue(maxsize=REPLIES_WAITING)
@@ -210,8 +214,12 @@ class Audience:
                 self._stopping.wait(1.0)  # the avatar was full: let it speak before the next
             return result
         if result.outcome is Outcome.FAILED:
-            self._failed(item, result.error)
+            if isinstance(result.error, ServiceDown) and not result.heard:
+                self._outage(item, result.error)
+            else:
+                self._failed(item, result.error)
             return result
+        self._outage_wait = OUTAGE_FIRST_S
         self.answered += 1
         if item.source is not None and self.replying.get(id(item.source)):
             try:
@@ -220,6 +228,19 @@ class Audience:
                 self.chat_replies_failed += 1
                 log.warning("chat reply to %s dropped: %d replies already wait", item.author, REPLIES_WAITING)
         return result
+
+    def _outage(self, item: Queued, why: Exception) -> None:
+        """An engine server is down (nothing was said): the question goes back to its place
+        without using its retry, and the answering loop waits (2 s, doubling to 30 s) before
+        asking again, so an outage costs the queue nothing but time; questions that grow too
+        old meanwhile expire by the queue's own rule and their platforms are told."""
+        self.outages += 1
+        if not self.questions.requeue(item):
+            self._dropped(item, "failed")
+            return
+        log.warning("%s; %d questions wait, asking again in %.0f s", why, len(self.questions), self._outage_wait)
+        self._stopping.wait(self._outage_wait)
+        self._outage_wait = min(self._outage_wait * 2, OUTAGE_MAX_S)
 
     def _failed(self, item: Queued, why: Exception) -> None:
         """The model failed while answering (it crashed and is restarting): the avatar has
@@ -282,7 +303,7 @@ class Audience:
         return {**self.questions.stats(), "answered": self.answered, "unheard": self.unheard,
                 "chat_replies": self.chat_replies, "chat_replies_failed": self.chat_replies_failed,
                 "drop_notices": self.drop_notices, "notices_skipped": self.notices_skipped,
-                "errors": self.errors, "failed": self.failed, "adapters": {a.name: {"restarts": self.restarts[a.name]} for a in self.adapters}}
+                "errors": self.errors, "failed": self.failed, "outages": self.outages, "adapters": {a.name: {"restarts": self.restarts[a.name]} for a in self.adapters}}
 
     def status(self) -> str:
         s = self.stats()

@@ -14,6 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 
+from ..errors import ServiceDown
 from ..frames import Question
 from .llm import LLM, GenerationParams
 from .moderation import Moderator, Verdict, speaker_name
@@ -263,7 +264,8 @@ class Conversation:
             reply.failed = exc
             reply.asked = None  # not a real answer: memory keeps nothing of it (it may be asked again)
             if not said and not pending.strip():
-                yield FALLBACK
+                if not isinstance(exc, ServiceDown):  # an outage: the avatar idles, the question waits
+                    yield FALLBACK
                 return
             pending += CUT_SHORT
         finally:

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from ..errors import EngineUnavailable
+from ..errors import EngineUnavailable, ServiceDown
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class Service:
             except (urllib.error.URLError, TimeoutError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
                 if attempt == RETRIES:
-                    raise EngineUnavailable(f"no {self.what} at {self.base_url} ({reason}); start it or fix its "
-                                            "base_url in config.toml") from None
+                    raise ServiceDown(f"no {self.what} at {self.base_url} ({reason}); start it or fix its "
+                                      "base_url in config.toml") from None
                 log.info("%s at %s: %s; trying again in %.2f s", self.what, self.base_url, reason, delay)
                 time.sleep(delay)
                 delay *= 2

@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -218,6 +219,15 @@ def _error(status: int, message: str):
     return web.json_response({"error": {"message": message}}, status=status)
 
 
+def client_config(url: str, **llm: object) -> str:
+    """The config.toml tables an avatar machine needs to use these engines at *url* (``.../v1``),
+    with extra ``[llm]`` keys (``max_tokens = 20``): printed at start, for pasting."""
+    extra = "".join(f"{k} = {v!r}\n" for k, v in llm.items())
+    return (f'[llm]\nengine = "openai"\n{extra}[llm.openai]\nbase_url = "{url}"\n'
+            f'[asr]\nengine = "openai"\n[asr.openai]\nbase_url = "{url}"\n'
+            f'[tts]\nengine = "openai"\nfallback = ""\n[tts.openai]\nbase_url = "{url}"\n')
+
+
 def serve_engines(settings, host: str, port: int) -> None:
     import socket
 
@@ -232,8 +242,10 @@ def serve_engines(settings, host: str, port: int) -> None:
     server = EngineServer(settings, host)
     try:
         bound = sock.getsockname()
-        print(f"engines: http://{bound[0]}:{bound[1]}/v1 (chat/completions, audio/speech, audio/transcriptions)",
-              flush=True)
+        url = f"http://{bound[0]}:{bound[1]}/v1"
+        print(f"engines: {url} (chat/completions, audio/speech, audio/transcriptions)", flush=True)
+        print(f"an avatar machine uses them with these lines in its config.toml:\n\n{client_config(url)}",
+              file=sys.stderr, flush=True)
         web.run_app(server.app(), sock=sock, print=None)
     finally:
         server.close()

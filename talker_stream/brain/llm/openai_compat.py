@@ -3,13 +3,10 @@ streamed over server-sent events with nothing but the standard library."""
 from __future__ import annotations
 
 import json
-import os
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from ...errors import EngineUnavailable
+from ...engines.service import Service
 from . import GenerationParams
 
 
@@ -21,7 +18,8 @@ class OpenAICompatLLM:
         self.model = options.model if options else ""
         self.timeout = options.timeout if options else 30.0
         key_env = options.api_key_env if options else "OPENAI_API_KEY"
-        self._key = os.environ.get(key_env, "") if key_env else ""
+        # retries with backoff, the key never in an error, an unreachable server a ServiceDown
+        self.service = Service(self.base_url, key_env, self.timeout, "LLM server")
 
     @classmethod
     def check(cls) -> str | None:
@@ -37,22 +35,8 @@ class OpenAICompatLLM:
             body["stop"] = list(params.stop)[:4]  # the OpenAI API takes up to four
         if self.model:
             body["model"] = self.model
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
-        req = urllib.request.Request(f"{self.base_url}/chat/completions", json.dumps(body).encode(), headers)
-        try:
-            resp = urllib.request.urlopen(req, timeout=self.timeout)  # noqa: S310 - the URL is the user's config
-        except urllib.error.HTTPError as exc:
-            detail = exc.read(4000).decode("utf-8", "replace")
-            if self._key:  # hosted APIs quote the key they were sent ("Incorrect API key provided: sk-...")
-                detail = detail.replace(self._key, "***")
-            detail = detail[:300]  # cut after redacting: a cut key would leak its first half
-            raise EngineUnavailable(f"LLM server {self.base_url} answered {exc.code}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise EngineUnavailable(f"no LLM server at {self.base_url} ({reason}); start it or fix [llm.openai] base_url") from None
-        with resp:
+        with self.service.post("/chat/completions", json.dumps(body).encode(), "application/json",
+                               "text/event-stream") as resp:
             for raw in resp:
                 line = raw.decode("utf-8", "replace").strip()
                 if not line.startswith("data:"):
