@@ -118,6 +118,7 @@ class Spoken:
     partial: str = ""
     partial_fraction: float = 0.0
     interrupt: Interrupt | None = None  # why it was cut or dropped, when it was
+    error: Exception | None = None  # the voice failed while saying it (a crash, its server down)
 
     @property
     def text(self) -> str:

@@ -48,6 +48,7 @@ class Utterance:
     said_at: float = field(default_factory=time.monotonic)
     generation: int = 0
     on_done: Callable[[Spoken], None] | None = None  # told what was heard, once, when it ends
+    error: Exception | None = None  # the voice failed on it: told to on_done with what was heard
 
 
 class LiveAvatar:
@@ -197,6 +198,8 @@ class LiveAvatar:
     def _finish(self, utterance: int, spoken: Spoken) -> None:
         u = self._said.get(utterance)
         callback, u.on_done = (u.on_done, None) if u is not None else (None, None)
+        if u is not None and u.error is not None and spoken.error is None:
+            spoken.error = u.error  # what was heard, and that the voice failed on the rest
         if callback is not None:
             try:
                 callback(spoken)
@@ -235,6 +238,7 @@ class LiveAvatar:
                         break
             except Exception as exc:  # noqa: BLE001 - a dead engine must not kill the avatar
                 self.tts_errors += 1
+                u.error = exc
                 log.warning("could not speak utterance %d: %s", u.id, exc)
             finally:
                 if hasattr(pieces, "close"):

@@ -118,10 +118,12 @@ def test_a_service_that_is_down_is_a_clear_error_and_the_avatar_idles(tmp_path, 
     assert len(sink.frames) > 25 and gaps.max() < 0.25, "the feed never froze"
 
 
-def test_chat_questions_wait_out_an_engine_server_outage(tmp_path, animator):
-    """The engine server is down when three chat questions arrive: the avatar idles and says
-    nothing, no question is dropped or reported failed, and once `talker-stream engines`
-    starts (on the port the config names) all three are answered, in order.
+@pytest.mark.parametrize("down", ["all engines", "the voice only"])
+def test_chat_questions_wait_out_an_engine_server_outage(tmp_path, animator, down):
+    """The engine server is down when three chat questions arrive (serving every engine, or
+    only the voice while the LLM is the local one): the avatar idles and says nothing, no
+    question is dropped or reported failed, and once `talker-stream engines` starts (on the
+    port the config names) all three are answered, in order.
     ForgetfulChat stands in for a chat platform's servers (a remote service)."""
     import socket
 
@@ -138,6 +140,8 @@ def test_chat_questions_wait_out_an_engine_server_outage(tmp_path, animator):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     settings = remote_settings(tmp_path, f"http://127.0.0.1:{port}/v1")
+    if down == "the voice only":
+        settings.llm.engine = "llamacpp"
     sink, chat = MemorySink(), ForgetfulChat("twitch")
     live = LiveAvatar(settings, [sink], tts=open_tts(settings, live=True), engine=animator).start()
     audience = Audience(live, open_conversation(settings), [chat], QuestionQueue(max_age_seconds=600)).start()

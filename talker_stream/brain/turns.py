@@ -32,7 +32,7 @@ class Outcome(str, Enum):
     ANSWERED = "answered"  # heard to the end
     INTERRUPTED = "interrupted"  # cut off (barge-in, the operator, a timeout): part was heard
     DROPPED = "dropped"  # nothing of it was heard (the avatar was full, or cut before a word)
-    FAILED = "failed"  # the model failed while writing it (crashed, unreachable)
+    FAILED = "failed"  # the model or the voice failed on it (crashed, unreachable)
 
 
 @dataclass
@@ -113,7 +113,7 @@ class Turns:
 
 def _result(reply, spoken: Spoken) -> TurnResult:
     heard = " ".join(strip_tags(spoken.text).split())
-    failed = getattr(reply, "failed", None)
+    failed = getattr(reply, "failed", None) or spoken.error  # the model or the voice
     if failed is not None:
         return TurnResult(Outcome.FAILED, heard, spoken, failed)
     if not heard:
