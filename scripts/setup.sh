@@ -3,7 +3,7 @@
 # Debian packages, a virtual environment in .venv, and the project installed into it.
 # Usage: scripts/setup.sh [extra ...]   e.g. scripts/setup.sh test
 #   "test" also installs every plugin in plugins/ and the real services the tests start
-#   (OBS Studio under Xvfb, nginx with RTMP, Chromium, PulseAudio, ngircd).
+#   (OBS Studio under Xvfb, nginx with RTMP, Chromium, PulseAudio, ngircd, coturn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,7 @@ APT_PACKAGES=(espeak-ng libgl1 libglib2.0-0)
 testing=false
 for arg in "$@"; do [ "$arg" = test ] && testing=true; done
 if $testing; then
-  APT_PACKAGES+=(obs-studio xvfb xauth nginx libnginx-mod-rtmp chromium pulseaudio pulseaudio-utils ffmpeg fonts-dejavu-core ngircd libopus0 openssl libportaudio2)
+  APT_PACKAGES+=(obs-studio xvfb xauth nginx libnginx-mod-rtmp chromium pulseaudio pulseaudio-utils ffmpeg fonts-dejavu-core ngircd libopus0 openssl libportaudio2 coturn)
   # qemu-user runs the installed llama.cpp on an emulated AVX2-only CPU (Haswell): the portability test
   APT_PACKAGES+=(qemu-user binutils)
 fi
@@ -26,6 +26,11 @@ if ((${#missing[@]})); then
   echo "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# the TURN test starts its own coturn on a free port: Debian's coturn service need not run
+if $testing && command -v systemctl >/dev/null && systemctl is-enabled coturn >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO systemctl disable --now coturn >/dev/null 2>&1 || true
 fi
 
 PY=${PYTHON:-python3}

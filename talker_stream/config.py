@@ -206,8 +206,11 @@ class ServeSettings:
     idle_timeout: float = opt(300.0, 5, 86400)  # seconds without a question or a voice before a session ends
     token_env: str = "TALKER_INVITE"  # environment variable with the invite token
     ice_servers: list = opt([])  # e.g. ["stun:stun.example.org:3478", "turn:turn.example.org:3478"]
-    turn_username_env: str = "TALKER_TURN_USERNAME"
+    turn_secret_env: str = "TALKER_TURN_SECRET"  # TURN REST API shared secret (coturn static-auth-secret)
+    turn_ttl: int = opt(3600, 60, 7 * 86400)  # seconds the short-lived TURN credentials can start a relay
+    turn_username_env: str = "TALKER_TURN_USERNAME"  # a static TURN account, when there is no secret
     turn_password_env: str = "TALKER_TURN_PASSWORD"
+    relay_only: bool = False  # both ends use TURN relay candidates only (iceTransportPolicy "relay")
     session_cpus: float = opt(0.5, 0.05, 64)  # serve --ray: CPUs Ray reserves per session (bench/sessions.py)
 
 
@@ -349,6 +352,7 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         )
     if llm.knowledge:
         _check_knowledge(settings, text, src)
+    _check_ice(settings.serve, text, src)
     ex = settings.face.expression
     if ex.blink_min > ex.blink_max:
         raise ConfigError(f"{src}: face.expression.blink_min ({ex.blink_min}) is above blink_max ({ex.blink_max})")
@@ -365,6 +369,25 @@ def _check_knowledge(settings: Settings, text: str, src: str) -> None:
     except ConfigError as exc:
         line = _line_of(text, ["llm"], "knowledge")
         raise ConfigError(f"{src}{f':{line}' if line else ''}: llm.knowledge: {exc}") from None
+
+
+ICE_URL = re.compile(r"(?P<scheme>stuns?|turns?):(?P<host>\[[0-9A-Fa-f:.]+\]|[^?:\s/\[\]]+)(:\d{1,5})?"
+                     r"(?P<query>\?transport=(udp|tcp))?")
+
+
+def _check_ice(serve: ServeSettings, text: str, src: str) -> None:
+    """[serve] ice_servers: stun:/turn: URLs (RFC 7064/7065); relay_only needs a TURN server."""
+    def fail(key: str, msg: str) -> ConfigError:
+        line = _line_of(text, ["serve"], key)
+        return ConfigError(f"{src}{f':{line}' if line else ''}: serve.{key}: {msg}")
+
+    for url in serve.ice_servers:
+        m = ICE_URL.fullmatch(url) if isinstance(url, str) else None
+        if m is None or (m["scheme"].startswith("stun") and m["query"]):
+            raise fail("ice_servers", f"{url!r} is not a STUN/TURN URL such as \"stun:stun.example.org:3478\" "
+                       "or \"turn:turn.example.org:3478?transport=udp\" (credentials come from the environment)")
+    if serve.relay_only and not any(url.startswith("turn") for url in serve.ice_servers):
+        raise fail("relay_only", "relaying needs a TURN server: add a \"turn:host:port\" URL to ice_servers")
 
 
 def _check_engine_names(settings: Settings, text: str, src: str) -> None:

@@ -29,6 +29,9 @@ def test_repo_config_loads_and_resolves_paths_from_its_folder():
         ("[tts]\nengine = \"nope\"\n", 2, "installed: espeak, openai, piper"),
         ("[render]\npreset = \"glacial\"\n", 2, "must be one of"),
         ("# secrets\n[render]\nstream_key = \"live_123\"\n", 3, "environment variable"),
+        ("[serve]\nport = 1\nice_servers = [\"turn.example.org:3478\"]\n", 3, "not a STUN/TURN URL"),
+        ("[serve]\nice_servers = [\"stun:stun.example.org\"]\n\nrelay_only = true\n", 4, "needs a TURN server"),
+        ("[serve]\nturn_secret = \"abc\"\n", 2, "environment variable"),
     ],
 )
 def test_errors_point_at_the_line(tmp_path, body, line, words):

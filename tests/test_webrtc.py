@@ -9,8 +9,11 @@ Chromium's fake capture device plays a WAV file as the visitor's microphone. Not
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,14 +53,15 @@ pytestmark = [
 playwright_api = need_module("playwright.sync_api", "pip install -e .[test] (playwright)")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def serving(folder: Path, config: str, env: dict | None = None, verbose: bool = False):
     """`talker-stream serve` on a free loopback port; stopped (SIGINT) afterwards."""
-    folder = tmp_path_factory.mktemp("serve")
     cfg = folder / "config.toml"
-    cfg.write_text(CONFIG.format(portrait=PORTRAIT))
-    proc = subprocess.Popen([sys.executable, "-m", "talker_stream.cli", "-c", str(cfg), "serve", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=open(folder / "serve.log", "w"), text=True, cwd=folder)
+    cfg.write_text(config)
+    proc = subprocess.Popen([sys.executable, "-m", "talker_stream.cli", *(["-v"] if verbose else []), "-c", str(cfg),
+                             "serve", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=open(folder / "serve.log", "w"), text=True, cwd=folder,
+                            env=env)
     line = proc.stdout.readline()
     match = re.search(r"http://[\d.]+:\d+/", line)
     assert match, f"serve printed {line!r}; log: {(folder / 'serve.log').read_text()[-3000:]}"
@@ -69,6 +73,12 @@ def server(tmp_path_factory):
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("serve"), CONFIG.format(portrait=PORTRAIT)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -271,15 +281,171 @@ def test_an_app_reachable_from_other_machines_needs_an_invite(tmp_path, monkeypa
 
 
 def test_turn_credentials_come_from_the_environment(monkeypatch):
-    from talker_stream.config import load_settings
-    from talker_stream.server.webapp import _ice_servers
+    """A static TURN account, or short-lived TURN REST API credentials made from a shared
+    secret (username "expiry:name", password base64(HMAC-SHA1(secret, username)))."""
+    import hashlib
+    import hmac
 
+    from aiortc import RTCIceTransportPolicy
+
+    from talker_stream.config import load_settings
+    from talker_stream.errors import ConfigError
+    from talker_stream.server import ice
+
+    monkeypatch.delenv("TALKER_TURN_SECRET", raising=False)
     monkeypatch.setenv("TALKER_TURN_USERNAME", "ana")
     monkeypatch.setenv("TALKER_TURN_PASSWORD", "s3cret")  # pragma: allowlist secret - test only
     s = load_settings(None, {"serve.ice_servers": ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478"]})
-    stun, turn = _ice_servers(s.serve)
+    stun, turn = ice.server_config(s.serve).iceServers
     assert stun.urls == "stun:127.0.0.1:3478" and stun.username is None
     assert (turn.urls, turn.username, turn.credential) == ("turn:127.0.0.1:3478", "ana", "s3cret")
+    assert ice.browser_config(s.serve) == {"iceTransportPolicy": "all", "iceServers": [
+        {"urls": "stun:127.0.0.1:3478"}, {"urls": "turn:127.0.0.1:3478", "username": "ana", "credential": "s3cret"}]}
+
+    monkeypatch.setenv("TALKER_TURN_SECRET", "shared")  # pragma: allowlist secret - test only: wins over the account
+    s = load_settings(None, {"serve.ice_servers": ["turn:127.0.0.1:3478"], "serve.relay_only": True,
+                             "serve.turn_ttl": 600})
+    t0 = time.time()
+    page, server = ice.browser_config(s.serve), ice.server_config(s.serve)
+    assert page["iceTransportPolicy"] == "relay" and server.iceTransportPolicy == RTCIceTransportPolicy.RELAY
+    for user, credential in ((page["iceServers"][0]["username"], page["iceServers"][0]["credential"]),
+                             (server.iceServers[0].username, server.iceServers[0].credential)):
+        expiry, name = user.split(":", 1)
+        assert t0 + 600 <= int(expiry) + 1 <= time.time() + 601 and re.fullmatch(r"talker-(page|server)-[0-9a-f]{8}", name)
+        assert credential == base64.b64encode(hmac.new(b"shared", user.encode(), hashlib.sha1).digest()).decode()
+    assert ice.rest_credentials("shared", "x", 60, now=1000) == ("1060:x", "Q5xxpvm8DdJXQ30QCGdpZjxa/sE=")  # openssl dgst -sha1 -hmac
+    assert "shared" not in ice.describe(s.serve) and "TALKER_TURN_SECRET" in ice.describe(s.serve)
+    monkeypatch.delenv("TALKER_TURN_SECRET")
+    monkeypatch.delenv("TALKER_TURN_USERNAME")
+    with pytest.raises(ConfigError, match="relay_only = true needs TURN credentials"):
+        ice.check_credentials(s.serve)
+
+
+TURN_SECRET = "coturn-shared-secret-4Hq"  # pragma: allowlist secret - test only
+TURN_CONFIG = CONFIG + """ice_servers = ["turn:127.0.0.1:{port}?transport=udp"]
+relay_only = true
+turn_ttl = 600
+"""
+
+
+def free_port() -> int:
+    """A loopback port free for both UDP and TCP (coturn listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+@contextlib.contextmanager
+def coturn(folder: Path, port: int, secret: str):
+    """Debian's coturn on loopback with the TURN REST API (use-auth-secret): relays on 127.0.0.1
+    (loopback peers allowed: both ends relay here), no TLS, no CLI; its verbose log is returned."""
+    log = folder / f"turn-{secret[:6]}.log"
+    proc = subprocess.Popen(["turnserver", "-n", f"--listening-port={port}", "--listening-ip=127.0.0.1",
+                             "--relay-ip=127.0.0.1", "--use-auth-secret", f"--static-auth-secret={secret}",
+                             "--realm=talker.test", "--allow-loopback-peers", "--no-tls", "--no-dtls", "--no-cli",
+                             "--log-file=stdout", "--simple-log", "--verbose", f"--pidfile={folder}/turn.pid",
+                             f"--db={folder}/turndb"], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: proc.poll() is not None or "Total General servers" in log.read_text(), 15, 0.1)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def turn_server(tmp_path_factory):
+    """`talker-stream serve` relaying only through a TURN server on a fixed loopback port, with
+    the TURN REST secret in its environment (each test starts coturn there itself)."""
+    folder = tmp_path_factory.mktemp("serve-turn")
+    port = free_port()
+    env = {**os.environ, "TALKER_TURN_SECRET": TURN_SECRET}
+    with serving(folder, TURN_CONFIG.format(portrait=PORTRAIT, port=port), env, verbose=True) as (url, log):
+        yield url, log, port, folder
+
+
+@requires(shutil.which("turnserver"), "coturn is not installed (apt-get install coturn)")
+def test_media_flows_through_a_real_turn_server_with_short_lived_credentials(turn_server, tmp_path):
+    """relay_only: the page and the server both use relay candidates from coturn, whose
+    credentials come from the shared secret; the answer is seen and heard through it."""
+    url, serve_log, port, folder = turn_server
+    with coturn(folder, port, TURN_SECRET) as turn_log:
+        pw, context, profile = browser()
+        try:
+            page = context.new_page()
+            page.goto(url)
+            config = page.evaluate("fetch('/ice').then((r) => r.json())")
+            assert config["iceTransportPolicy"] == "relay", config
+            assert re.fullmatch(r"\d+:talker-page-[0-9a-f]{8}", config["iceServers"][0]["username"]), config
+            assert page.evaluate("talker.start(false)") == 201, page.evaluate("talker.captions()")
+            assert wait_for(lambda: page.evaluate("document.getElementById('avatar').videoWidth") > 0, 30), \
+                "video arrives at the browser through the relay"
+            page.evaluate("talker.record()")
+            time.sleep(1.0)
+            assert page.evaluate("talker.ask('What is the capital of France?')") == 200
+            assert answered(page, "france", 60), page.evaluate("talker.captions()")
+            path = page.evaluate("talker.path()")
+            recording = received(page, tmp_path, "relayed")
+        finally:
+            close(pw, context, profile)
+        assert path and path["local"] == "relay" and path["remote"] == "relay", path
+        assert path["bytesReceived"] > 100_000, path
+        assert wait_for(lambda: sessions(url)["sessions"] == 0, 10), "closing the page ended its session"
+        # the server's allocation ends with the session; coturn then says what it relayed to the page
+        usage = (r"session \w+: peer usage: realm=<talker\.test>, username=<\d+:talker-server-[0-9a-f]{8}>, "
+                 r"rp=\d+, rb=\d+, sp=\d+, sb=(\d+)")
+        assert wait_for(lambda: re.search(usage, turn_log.read_text()), 15, 0.2), turn_log.read_text()[-3000:]
+        text = turn_log.read_text()
+    assert re.search(r"user <\d+:talker-server-[0-9a-f]{8}>: incoming packet ALLOCATE processed, success", text)
+    allocated = re.search(r"user <(\d+):talker-page-[0-9a-f]{8}>: incoming packet ALLOCATE processed, success", text)
+    assert allocated and time.time() < int(allocated.group(1)) <= time.time() + 600, "short-lived: [serve] turn_ttl"
+    relayed = max(int(m.group(1)) for m in re.finditer(usage, text))
+    assert relayed > 100_000, f"the server's media went through coturn: {relayed} bytes"
+    words = heard_words(recording)
+    assert len(words.split()) >= 3, f"the answer was heard through the relay: {words!r}"
+    log = serve_log.read_text()
+    assert "relay only" in log and TURN_SECRET not in log and config["iceServers"][0]["credential"] not in log
+
+
+@requires(shutil.which("turnserver"), "coturn is not installed (apt-get install coturn)")
+def test_a_wrong_turn_secret_is_a_clear_failure_not_a_frozen_page(turn_server):
+    """The TURN server's secret changed under the app: the page says the TURN server gave
+    no relay address, the server refuses such an offer itself, and nothing is kept."""
+    url, _, port, folder = turn_server
+    with coturn(folder, port, "another-secret-9Zp") as turn_log:  # pragma: allowlist secret - test only
+        pw, context, profile = browser()
+        try:
+            page = context.new_page()
+            page.goto(url)
+            t0 = time.monotonic()
+            assert page.evaluate("talker.start(false)") != 201
+            assert time.monotonic() - t0 < 15
+            note = page.evaluate("talker.captions()")[-1]
+            assert "TURN server gave no relay address" in note and "401" in note, note
+            # an offer that skips the page's check (any WHEP player): the server's own relay fails
+            status, text = page.evaluate("""(async () => {
+                const pc = new RTCPeerConnection();
+                pc.addTransceiver("video", { direction: "recvonly" });
+                await pc.setLocalDescription(await pc.createOffer());
+                const r = await fetch("/whep", { method: "POST", headers: { "Content-Type": "application/sdp" },
+                                                body: pc.localDescription.sdp });
+                pc.close(); return [r.status, await r.text()]; })()""")
+            assert status == 502 and "TURN server gave no relay address" in text, (status, text)
+        finally:
+            close(pw, context, profile)
+        assert "error 401" in turn_log.read_text()
+    assert sessions(url)["sessions"] == 0
 
 
 def test_the_operator_hears_the_avatar_on_the_live_control_page(tmp_path):

@@ -181,6 +181,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
         elif path == "/api/stats":
             self._json(HTTPStatus.OK, srv.avatar.stats())
+        elif path == "/ice":  # the preview's STUN/TURN servers ([serve]), readable like the preview
+            from .ice import browser_config
+
+            self._json(HTTPStatus.OK, browser_config(srv.avatar.settings.serve))  # sent with no-store
         elif path == "/preview.jpg" and srv.preview is not None:
             _, jpeg = srv.preview.latest(after=0, timeout=2.0)  # sequence 0: nothing yet
             if jpeg is None:

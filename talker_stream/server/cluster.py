@@ -38,11 +38,11 @@ class SessionHost:
         self.session = Session(self.engines, self.loop, address)
         self.gone: str | None = None
 
-    def offer(self, sdp: str, ice_servers: list) -> tuple[str, str]:
+    def offer(self, sdp: str, config) -> tuple[str, str]:
         async def gone(why: str) -> None:
             self.gone = why
 
-        future = asyncio.run_coroutine_threadsafe(self.session.connect(sdp, ice_servers, gone), self.loop)
+        future = asyncio.run_coroutine_threadsafe(self.session.connect(sdp, config, gone), self.loop)
         return self.session.id, future.result(30)
 
     def ask(self, text: str) -> None:
@@ -141,10 +141,10 @@ class RaySessions:
         self.settings = settings
         self.actor_class = ray.remote(num_cpus=settings.serve.session_cpus, max_restarts=0)(SessionHost)
 
-    async def create(self, address: str, offer: str, ice_servers: list, on_gone) -> tuple[RemoteSession, str]:
+    async def create(self, address: str, offer: str, config, on_gone) -> tuple[RemoteSession, str]:
         actor = self.actor_class.remote(self.settings, address)
         try:
-            sid, answer = await actor.offer.remote(offer, ice_servers)
+            sid, answer = await actor.offer.remote(offer, config)
         except BaseException:
             import ray
 

@@ -38,6 +38,10 @@ class Busy(TalkerError):
     """No room for another session (the cap, or this address's share of it)."""
 
 
+class NoRelay(TalkerError):
+    """Relaying only, and the TURN server gave this session no relay address."""
+
+
 @dataclass
 class SharedEngines:
     """One LLM, one ear and one voice for every session (each serialises its own calls)."""
@@ -100,6 +104,7 @@ class Session:
         self._listener = None
         self.asked = 0
         self.watchers = 0  # pages listening to this session's events (0 after one was: it went away)
+        self.started = False  # the avatar's threads run (a session refused in connect() never starts them)
 
     # -- media -----------------------------------------------------------------------------
     def _on_frame(self, frame) -> None:
@@ -113,6 +118,7 @@ class Session:
 
     def start(self) -> None:
         self.avatar.start()
+        self.started = True
 
     def hear(self, track) -> None:
         """The visitor's microphone: its frames feed this session's own Listener (VAD,
@@ -171,13 +177,16 @@ class Session:
         self.avatar.interrupt(Interrupt("operator", f"page:{self.id[:6]}"))
 
     # -- signalling ---------------------------------------------------------------------------
-    async def connect(self, offer: str, ice_servers: list, on_gone) -> str:
-        """Answer the visitor's SDP offer (on this session's event loop): the avatar's tracks
-        out, the microphone in when the offer sends audio. *on_gone* is awaited when the
-        peer connection fails or closes. Starts the avatar."""
-        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    async def connect(self, offer: str, config, on_gone) -> str:
+        """Answer the visitor's SDP offer (on this session's event loop) with the peer
+        connection *config* (an aiortc RTCConfiguration: ICE servers and policy, ice.py): the
+        avatar's tracks out, the microphone in when the offer sends audio. *on_gone* is
+        awaited when the peer connection fails or closes. Starts the avatar."""
+        from aiortc import RTCIceTransportPolicy, RTCPeerConnection, RTCSessionDescription
 
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
+        from .ice import has_relay
+
+        pc = RTCPeerConnection(config)
         self.pc = pc
         mic_wanted = "a=sendrecv" in offer or "a=sendonly" in offer
 
@@ -197,7 +206,10 @@ class Session:
             pc.addTrack(self.sink.video)  # takes the offer's video section: sendonly or sendrecv
         if "audio" in kinds:
             pc.addTrack(self.sink.audio)
-        await pc.setLocalDescription(await pc.createAnswer())
+        await pc.setLocalDescription(await pc.createAnswer())  # gathers the candidates: TURN allocates here
+        if config.iceTransportPolicy == RTCIceTransportPolicy.RELAY and not has_relay(pc.localDescription.sdp):
+            raise NoRelay("relay_only is set and the TURN server gave no relay address (is it reachable, "
+                          "and are the TURN credentials in the environment right?)")
         self.start()
         return pc.localDescription.sdp
 
@@ -232,7 +244,8 @@ class Session:
         if self._listener is not None:
             self._listener.stop()
         self.avatar.interrupt(Interrupt("session-ended", f"page:{self.id[:6]}"))  # answers in flight learn why
-        self.avatar.stop()
+        if self.started:  # a session refused before it started has no threads to join
+            self.avatar.stop()
         self.emit({"end": True})
 
 

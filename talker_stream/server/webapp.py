@@ -7,8 +7,9 @@ WHEP player can pull the avatar. Next to the media, the page uses ``POST {sessio
 typed questions and ``GET {session}/events`` (server-sent events) for captions.
 
 Loopback-only by default. Bound to another address, creating a session needs the invite
-token (``[serve] token_env``), and STUN/TURN servers come from ``[serve] ice_servers``
-with TURN credentials from the environment.
+token (``[serve] token_env``). STUN/TURN servers come from ``[serve] ice_servers`` with TURN
+credentials from the environment (ice.py); the page fetches its RTCConfiguration from
+``GET /ice`` (behind the same invite check) before it makes its peer connection.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import logging
 import os
 from importlib.resources import files
 
-from .sessions import Busy, Session, Sessions, SharedEngines, sse
+from . import ice
+from .sessions import Busy, NoRelay, Session, Sessions, SharedEngines, sse
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class WebApp:
 
         app = web.Application(client_max_size=MAX_SDP)
         app.router.add_get("/", self.page)
+        app.router.add_get("/ice", self.ice_config)
         app.router.add_post("/whep", self.whep)
         app.router.add_delete("/whep/{sid}", self.end)
         app.router.add_post("/whep/{sid}/close", self.end)  # navigator.sendBeacon from a closing page
@@ -83,6 +86,15 @@ class WebApp:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() or request.query.get("token", "")
         return bool(given) and hmac.compare_digest(given, self.token or "")
 
+    async def ice_config(self, request):
+        """The page's RTCConfiguration: ICE servers with fresh TURN credentials, and the
+        transport policy. Never cached, never logged."""
+        from aiohttp import web
+
+        if not self._authorised(request):
+            return web.Response(status=401, text="an invite token is needed to start a session\n")
+        return web.json_response(ice.browser_config(self.cfg), headers={"Cache-Control": "no-store"})
+
     async def whep(self, request):
         from aiohttp import web
 
@@ -101,13 +113,13 @@ class WebApp:
             return web.Response(status=503, text=f"busy: {exc}\n", headers={"Retry-After": str(RETRY_AFTER_S)})
         session = None
         try:
-            session, answer = await self.maker.create(address, offer, _ice_servers(self.cfg), self._close)
+            session, answer = await self.maker.create(address, offer, ice.server_config(self.cfg), self._close)
             self.sessions.add(session)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the visitor gets a reason and nothing is kept
             log.warning("a session could not start: %s", exc)
             if session is not None:
                 await session.aclose()
-            status = 400 if "SDP" in str(exc) or isinstance(exc, ValueError) else 500
+            status = 400 if "SDP" in str(exc) or isinstance(exc, ValueError) else 502 if isinstance(exc, NoRelay) else 500
             return web.Response(status=status, text=f"could not start a session: {exc}\n")
         finally:
             self.sessions.release(address)
@@ -228,11 +240,11 @@ class LocalSessions:
     def __init__(self, engines: SharedEngines) -> None:
         self.engines = engines
 
-    async def create(self, address: str, offer: str, ice_servers: list, on_gone) -> tuple[Session, str]:
+    async def create(self, address: str, offer: str, config, on_gone) -> tuple[Session, str]:
         loop = asyncio.get_running_loop()
         session = await loop.run_in_executor(None, Session, self.engines, loop, address)
         try:
-            answer = await session.connect(offer, ice_servers, lambda why: on_gone(session.id, why))
+            answer = await session.connect(offer, config, lambda why: on_gone(session.id, why))
         except BaseException:
             await session.aclose()
             raise
@@ -253,20 +265,6 @@ def _check_offer(sdp: str) -> str | None:
     return None
 
 
-def _ice_servers(cfg) -> list:
-    from aiortc import RTCIceServer
-
-    user = os.environ.get(cfg.turn_username_env) if cfg.turn_username_env else None
-    password = os.environ.get(cfg.turn_password_env) if cfg.turn_password_env else None
-    out = []
-    for url in cfg.ice_servers:
-        if url.startswith(("turn:", "turns:")):
-            out.append(RTCIceServer(urls=url, username=user, credential=password))
-        else:
-            out.append(RTCIceServer(urls=url))
-    return out
-
-
 async def _ice_gathered(pc, timeout: float = 5.0) -> None:
     """WHEP answers once, without trickle: wait for candidate gathering to finish."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -285,6 +283,7 @@ def serve(settings, ray_address: str | None = None) -> None:
 
     cfg = settings.serve
     invite_token(cfg)
+    ice.check_credentials(cfg)
     try:
         sock = socket.create_server((cfg.host, cfg.port))
     except OSError as exc:
@@ -299,6 +298,7 @@ def serve(settings, ray_address: str | None = None) -> None:
         app = WebApp(settings, engines, maker)
         host, port = sock.getsockname()[:2]
         print(f"sessions: http://{host}:{port}/ (at most {cfg.max_sessions} at once)", flush=True)
+        log.info("%s", ice.describe(cfg))
         web.run_app(app.app(), sock=sock, print=None, handle_signals=True)
     finally:
         if engines is not None:

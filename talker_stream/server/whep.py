@@ -47,9 +47,10 @@ class WhepBridge:
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
         from ..outputs.webrtc import WebRTCSink
+        from .ice import server_config
 
         vid = secrets.token_urlsafe(9)
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(server_config(self.avatar.settings.serve))
         sink = WebRTCSink(self.loop)
 
         @pc.on("connectionstatechange")
