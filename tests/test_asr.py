@@ -380,3 +380,66 @@ def test_the_multilingual_model_from_pypi_hears_other_languages(spoken, tmp_path
     print(f"\nMandarin (espeak-ng) -> Whisper base: CER {cer(ZH, heard):.2f}: {heard}")
     cjk = sum(any("\u4e00" <= ch <= "\u9fff" for ch in h) for h in heard)
     assert cjk >= len(ZH) - 1, heard
+
+
+def test_audio_feed_is_bounded_and_ends_when_closed():
+    """A push source: put() from any thread never blocks; past max_seconds the oldest audio
+    goes; close() ends the iteration after what is queued; a closed feed refuses more."""
+    from talker_stream.brain.asr.listener import AudioFeed
+
+    feed = AudioFeed(max_seconds=1.0, name="test")
+    blocks = [AudioChunk(np.full(4800, i, np.float32), 48000) for i in range(15)]  # 0.1 s each, 1.5 s
+    assert all(feed.put(b) for b in blocks)
+    assert feed.dropped_seconds == pytest.approx(0.5)
+    feed.close()
+    assert [int(c.pcm[0]) for c in feed] == list(range(5, 15))  # the newest second, in order
+    assert feed.put(blocks[0]) is False
+
+
+def test_speakers_share_one_whisper_and_a_bad_turn_is_lost_not_fatal(spoken, asr):
+    """Two listeners (two speakers), each fed from its own AudioFeed at 48 kHz on its own
+    thread, over one Whisper and one Silero model (``SileroVAD.fork``). With on_error, a turn
+    that fails (here the first: the engine raises) is reported and listening goes on."""
+    import threading
+
+    from talker_stream.brain.asr.listener import AudioFeed
+
+    settings = make_settings()
+    calls, errors, asked = [], [], {}
+    lock = threading.Lock()
+
+    class Flaky:  # the real Whisper, failing on ana's first turn
+        failed = False
+
+        def transcribe(self, pcm, language=None):
+            text = asr.transcribe(pcm, language)
+            with lock:
+                calls.append(threading.current_thread().ident)
+                if "name" in text.lower() and not Flaky.failed:
+                    Flaky.failed = True
+                    raise RuntimeError("whisper failed")
+            return text
+
+    shared, vad = Flaky(), SileroVAD()
+    listeners, feeds = [], []
+    for who, clip in (("ana", spoken["piper"][0]), ("bo", spoken["piper"][1])):
+        listener = Listener.from_settings(settings, asr=shared, vad=vad.fork(), speculate=False,
+                                          on_question=lambda text, *_, who=who: asked.setdefault(who, []).append(text),
+                                          on_error=errors.append)
+        feed = AudioFeed()
+        listener.start(feed)
+        pcm = resample(clip, 48000).pcm
+        silence = np.zeros(48000, np.float32)
+        for turn in (pcm, pcm) if who == "ana" else (pcm,):
+            for block in np.array_split(np.concatenate([silence, turn, silence]), 100):
+                feed.put(AudioChunk(block, 48000))
+        listeners.append(listener)
+        feeds.append(feed)
+    for feed in feeds:
+        feed.close()
+    for listener in listeners:
+        listener._thread.join(60)
+    assert [str(e) for e in errors] == ["whisper failed"] and len(asked["ana"]) == len(asked["bo"]) == 1
+    assert wer(QUESTIONS[0], asked["ana"][0]) <= 0.25 and wer(QUESTIONS[1], asked["bo"][0]) <= 0.25
+    assert len(set(calls)) == 2  # each listener's own ASR thread, one engine
+    assert listeners[0].detector.vad.session is listeners[1].detector.vad.session is vad.session

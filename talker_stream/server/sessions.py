@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import TalkerError
-from ..frames import Interrupt
+from ..frames import AudioChunk, Interrupt
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class Session:
     """One visitor's avatar, memory, ear and peer connection."""
 
     def __init__(self, engines: SharedEngines, loop: asyncio.AbstractEventLoop, address: str) -> None:
+        from ..brain.asr.listener import AudioFeed
         from ..brain.conversation import open_conversation
         from ..live import LiveAvatar
         from ..face import open_face
@@ -100,7 +101,7 @@ class Session:
         self.pc = None
         self.closed = threading.Event()
         self._caption = ""
-        self._mic: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=400)  # ~10 s of 20 ms frames
+        self._mic = AudioFeed(10.0, f"microphone of session {self.id[:6]}")  # the ear 10 s behind: the oldest sound goes
         self._listener = None
         self.asked = 0
         self.watchers = 0  # pages listening to this session's events (0 after one was: it went away)
@@ -145,24 +146,18 @@ class Session:
                 channels = len(frame.layout.channels)
                 pcm = pcm.reshape(-1, channels).mean(axis=1) if frame.format.is_packed else pcm.mean(axis=0)
                 scale = 32768.0 if pcm.dtype != np.float32 else 1.0
-                self._put_mic((pcm.astype(np.float32) / scale, frame.sample_rate))
+                self._mic.put(AudioChunk(pcm.astype(np.float32) / scale, frame.sample_rate))  # never blocks the loop
         except MediaStreamError:
             pass
         finally:
-            self._put_mic(None)
-
-    def _put_mic(self, item) -> None:
-        _put_dropping_oldest(self._mic, item)  # the ear 10 s behind: the oldest sound goes, the loop never blocks
+            self._mic.close()
 
     def _mic_source(self) -> Iterator:
-        from ..frames import AudioChunk
-
-        while True:
-            item = self._mic.get()
-            if item is None or self.closed.is_set():
+        for chunk in self._mic:
+            if self.closed.is_set():
                 return
             self.last_active = time.monotonic()
-            yield AudioChunk(item[0], item[1])
+            yield chunk
 
     # -- turns -----------------------------------------------------------------------------
     def ask(self, text: str) -> None:
@@ -240,7 +235,7 @@ class Session:
         if self.closed.is_set():
             return
         self.closed.set()
-        self._put_mic(None)
+        self._mic.close()
         if self._listener is not None:
             self._listener.stop()
         self.avatar.interrupt(Interrupt("session-ended", f"page:{self.id[:6]}"))  # answers in flight learn why

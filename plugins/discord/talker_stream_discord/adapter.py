@@ -412,7 +412,7 @@ class DiscordAdapter:
         try:  # loads Silero VAD: off the loop
             session = await asyncio.to_thread(partial(
                 VoiceSession, vc, loop=asyncio.get_running_loop(), on_message=self._on_message, tts=self.tts,
-                asr=self.asr, asr_settings=self._settings().asr,
+                asr=self.asr, settings=self._settings(),
                 report=lambda text: self._report(text_channel, text), tts_lock=self._tts_lock))
         except Exception as exc:  # noqa: BLE001 - the VAD model missing, say: tell the user, leave the channel
             log.exception("discord voice: cannot listen in %s", channel)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import discord
 import numpy as np
@@ -27,20 +28,24 @@ def from_discord(pcm: bytes) -> np.ndarray:
 
 
 class SpeechSource(discord.AudioSource):
-    """An answer being spoken: a producer thread feeds PCM while discord.py's player reads it.
+    """An answer being spoken: the core's SpeechOutput feeds PCM while discord.py's player
+    reads it (the output's player: feed, finish, cancel, wait, played).
 
     ``read()`` never blocks the player: while synthesis is behind it returns a silent frame
     (the answer starts as soon as the first sentence exists, not when the last one does),
     and ``b""`` once the answer is finished and played, or cancelled by barge-in. The
     buffer holds at most ``max_seconds`` of audio; ``feed()`` waits for room, so a fast TTS
-    engine cannot run ahead with unbounded memory.
+    engine cannot run ahead with unbounded memory. *alive*: whether the player can still
+    read (the voice connection is up); ``wait()`` gives up on one that cannot.
     """
 
-    def __init__(self, max_seconds: float = 10.0) -> None:
+    def __init__(self, max_seconds: float = 10.0, alive: Callable[[], bool] = lambda: True) -> None:
         self._buf = bytearray()
         self._cap = int(max_seconds * 50) * FRAME_BYTES
         self._cond = threading.Condition()
         self._finished = False
+        self._ended = threading.Event()  # discord.py's player is done with it (or never started)
+        self.alive = alive
         self.cancelled = False
         self.frames = 0  # frames handed to the player (sound and padding)
         self.silent_frames = 0  # frames of padding while synthesis was behind
@@ -67,6 +72,24 @@ class SpeechSource(discord.AudioSource):
             self.cancelled = True
             self._buf.clear()
             self._cond.notify_all()
+
+    def done(self) -> None:
+        """discord.py's player has stopped playing this (its ``after``), or never will."""
+        self._ended.set()
+
+    def wait(self, timeout: float) -> bool:
+        """True once the player is done with it; one that cannot read any more is cancelled."""
+        if self._ended.wait(timeout):
+            return True
+        if not self.alive():
+            self.cancel()
+            return True
+        return False
+
+    @property
+    def played(self) -> int:
+        """Samples of the answer handed to the player (padding not counted)."""
+        return (self.frames - self.silent_frames) * FRAME_SAMPLES
 
     @property
     def buffered_seconds(self) -> float:

@@ -3,15 +3,16 @@
 Receive path (discord-ext-voice-recv's threads): UDP -> transport decryption -> jitter
 buffer per speaker -> ``VoiceListener.write`` (opus, because this sink asks for opus) ->
 DAVE decryption when the channel is end-to-end encrypted -> discord.opus.Decoder (48 kHz
-stereo) -> mono -> 16 kHz -> that speaker's own TurnDetector (Silero VAD). Each finished
-turn goes to one ASR thread (Whisper) and comes out as a ChatMessage. The sink takes opus
-rather than PCM so it can decrypt DAVE frames itself with the session discord.py already
-negotiates (``davey``): voice-recv decodes before any such step and would feed ciphertext
-to opus.
+stereo) -> mono -> that speaker's AudioFeed -> the core's Listener (resampling, Silero VAD,
+barge-in, Whisper), one per speaker, all over one Silero model and one Whisper. Each heard
+turn becomes a ChatMessage. The sink takes opus rather than PCM so it can decrypt DAVE
+frames itself with the session discord.py already negotiates (``davey``): voice-recv
+decodes before any such step and would feed ciphertext to opus.
 
-Speak path: answer text -> the core's TTS engine -> 48 kHz -> SpeechSource -> discord.py's
-player (opus encoder, encryption, DAVE, UDP). A SpeechStarted from any speaker while an
-answer plays stops it (barge-in) and drops the answers queued behind it.
+Speak path: answer text -> the core's SpeechOutput (sentences, TTS, 48 kHz) -> SpeechSource
+-> discord.py's player (opus encoder, encryption, DAVE, UDP). Any speaker starting to talk
+while an answer plays interrupts it (an Interrupt("barge-in")), which drops the answers
+queued behind it too.
 
 Receive can fail in ways voice-recv only logs (every packet, as it happens): transport
 decryption errors, DAVE frames nobody can decrypt, undecodable opus, a router thread that
@@ -21,10 +22,9 @@ came from and in the log.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
-import queue
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -33,16 +33,16 @@ import discord
 import numpy as np
 from discord.ext import voice_recv
 
-from talker_stream.plugin import ChatMessage
-from talker_stream.plugin import SpeechStarted, TurnDetector, TurnEnded
-from talker_stream.plugin import StreamResampler
-from talker_stream.plugin import SAMPLE_RATE, SileroVAD
+from talker_stream.plugin import AudioChunk, AudioFeed, ChatMessage, Interrupt, Listener, Spoken
+from talker_stream.plugin import SAMPLE_RATE, SileroVAD, SpeechOutput
 
 from .audio import RATE, SpeechSource, from_discord
 
 log = logging.getLogger(__name__)
 
-MAX_SPEAKERS = 32  # per-speaker state kept for this many recent speakers (bounded memory)
+MAX_SPEAKERS = 32  # a listener each for this many recent speakers; the least recently heard goes (bounded memory)
+FEED_SECONDS = 5.0  # audio a speaker's listener may fall behind before the oldest is dropped
+TURNS_WAITING = 2  # finished turns per speaker waiting for Whisper, before their VAD waits too
 FAIL_PACKETS = 25  # this many undecryptable/undecodable packets in a row (0.5 s) is a failure, not noise
 DAVE_MARKER = b"\xfa\xfa"  # every DAVE-encrypted frame ends with this magic marker
 
@@ -86,16 +86,26 @@ class VoiceOrigin:
 
 
 class _Speaker:
-    """One person's receive state: opus decoder, resampler and turn detector."""
+    """One person in the channel: their opus decoder, and the core's Listener hearing them."""
 
-    def __init__(self, member, detector: TurnDetector) -> None:
+    def __init__(self, member) -> None:
         self.member = member
         self.decoder = discord.opus.Decoder()
-        self.resample = StreamResampler(RATE, SAMPLE_RATE)
-        self.detector = detector
+        self.feed = AudioFeed(FEED_SECONDS, f"discord voice of {getattr(member, 'display_name', member)}")
+        self.listener: Listener | None = None
         self.failures = 0
-        self.fed = 0  # 16 kHz samples given to the detector
-        self.burst_start: int | None = None  # where the current run of packets began (None: silent)
+        self.fed = 0  # 48 kHz samples put into the feed
+        self.bursts: deque[int] = deque(maxlen=16)  # where runs of packets began (48 kHz samples)
+        self.quiet = True  # no packet since the last speaking-stop
+
+    def stop(self, timeout: float = 0.0) -> None:
+        """End the listener (a turn still being spoken is not transcribed); wait up to
+        *timeout* for it to finish the turns it has."""
+        if self.listener is not None:
+            self.listener.stop(0)
+        self.feed.close()
+        if self.listener is not None and timeout:
+            self.listener.stop(timeout)
 
 
 class VoiceListener(voice_recv.AudioSink):
@@ -133,33 +143,29 @@ class VoiceSession:
     """Listening and speaking in one voice channel, from /join to /leave."""
 
     def __init__(self, vc, *, loop: asyncio.AbstractEventLoop, on_message: Callable[[ChatMessage], None],
-                 tts, asr, asr_settings, report: Callable[[str], None], tts_lock: threading.Lock) -> None:
+                 tts, asr, settings, report: Callable[[str], None], tts_lock: threading.Lock) -> None:
         self.vc = vc
         self.loop = loop
         self.on_message = on_message
-        self.tts, self.asr, self.asr_settings = tts, asr, asr_settings
+        self.asr, self.settings = asr, settings  # one Whisper for every speaker (and every channel)
         self.report = report  # says a problem in the text channel and the log (thread-safe)
-        self.tts_lock = tts_lock
         self.channel = vc.channel
         self.sink = VoiceListener(self)
-        self._vad = SileroVAD()  # one ONNX session; each speaker gets its own state over it
+        self._vad = SileroVAD()  # one ONNX session; each speaker's listener forks its own state over it
         self._speakers: OrderedDict[int, _Speaker] = OrderedDict()
-        self._turns: queue.Queue = queue.Queue(maxsize=8)
-        self._say: queue.Queue = queue.Queue(maxsize=8)
+        self._lock = threading.Lock()  # the speakers: voice-recv's router and event threads both come here
+        self.output = SpeechOutput(tts, RATE, self._player, tts_lock=tts_lock, name="discord-tts")
         self._reported: set[str] = set()
         self._crypto_failures = 0
-        self.current: SpeechSource | None = None
         self.barge_ins = 0
-        self.speech_start_ms: deque[float] = deque(maxlen=100)  # audio from a burst's first packet to SpeechStarted
+        self.speech_start_ms: deque[float] = deque(maxlen=100)  # audio from a burst's first packet to speech noticed
+        self.spoken: deque[Spoken] = deque(maxlen=100)  # what was heard of each answer (and why it was cut)
         self.heard = 0  # questions turned into ChatMessages
         self.closed = False
-        self._threads = [threading.Thread(target=self._asr_loop, name="discord-asr", daemon=True),
-                         threading.Thread(target=self._speak_loop, name="discord-tts", daemon=True)]
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
-        for t in self._threads:
-            t.start()
+        self.output.start()
         self.vc.listen(self.sink, after=self._listen_ended)
         self._count_crypto_errors()
         log.info("discord voice: listening in %s", self.channel)
@@ -169,14 +175,17 @@ class VoiceSession:
         if self.closed:
             return
         self.closed = True
-        self._cut()
-        for q in (self._turns, self._say):
-            _put_sentinel(q)
+        self.output.close()
         if self.vc.is_listening():
             self.vc.stop_listening()
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join(5)
+        with self._lock:
+            speakers = list(self._speakers.values())
+            self._speakers.clear()
+        for sp in speakers:
+            sp.stop()
+        deadline = time.monotonic() + 5
+        for sp in speakers:  # each may be in the middle of a Whisper call
+            sp.stop(max(0.01, deadline - time.monotonic()))
 
     def _listen_ended(self, error: Exception | None) -> None:
         if error is not None and not self.closed:
@@ -229,48 +238,47 @@ class VoiceSession:
         except discord.opus.OpusError:
             return self._failed(sp, "decode")
         sp.failures = 0
-        if sp.burst_start is None:
-            sp.burst_start = sp.fed
-        self._feed(sp, member, from_discord(pcm))
+        if sp.quiet:
+            sp.quiet = False
+            sp.bursts.append(sp.fed)
+        self._feed(sp, from_discord(pcm))
 
     def on_silence(self, member) -> None:
         """Discord clients stop sending when their mic gate closes, so silence never arrives
         as audio: when a speaker's packets stop (voice-recv's speaking-stop, 0.2 s after the
-        last one), feed the detector the silence it would have heard, to end the turn."""
+        last one), feed the listener the silence it would have heard, to end the turn."""
         sp = self._speakers.get(getattr(member, "id", None))
         if sp is None or self.closed:
             return
-        sp.burst_start = None
-        ms = self.asr_settings.end_of_turn_ms + 100
-        self._feed(sp, member, np.zeros(RATE * ms // 1000, np.float32))
+        sp.quiet = True
+        ms = self.settings.asr.end_of_turn_ms + 100
+        self._feed(sp, np.zeros(RATE * ms // 1000, np.float32))
 
-    def _feed(self, sp: _Speaker, member, mono48k: np.ndarray) -> None:
-        pcm = sp.resample(mono48k)
-        sp.fed += len(pcm)
-        for ev in sp.detector.feed(pcm):
-            if isinstance(ev, SpeechStarted):
-                if sp.burst_start is not None:  # how much of this burst it took to notice the speech
-                    self.speech_start_ms.append((ev.detected_at - sp.burst_start) * 1000 / SAMPLE_RATE)
-                self._barge_in(member)
-            elif isinstance(ev, TurnEnded):
-                try:
-                    self._turns.put_nowait((member, ev.pcm))
-                except queue.Full:
-                    log.warning("discord voice: speech recognition is behind; a turn of %s was dropped",
-                                member.display_name)
+    def _feed(self, sp: _Speaker, mono48k: np.ndarray) -> None:
+        sp.feed.put(AudioChunk(mono48k, RATE))  # never blocks: a listener far behind loses its oldest audio
+        sp.fed += len(mono48k)
 
     def _speaker(self, member) -> _Speaker:
-        sp = self._speakers.get(member.id)
-        if sp is None:
-            a = self.asr_settings
-            vad = copy.copy(self._vad)
-            vad.reset()  # own LSTM state and context, shared ONNX session
-            detector = TurnDetector.from_settings(a, vad=vad)
-            sp = self._speakers[member.id] = _Speaker(member, detector)
-            while len(self._speakers) > MAX_SPEAKERS:
-                self._speakers.popitem(last=False)
-        self._speakers.move_to_end(member.id)
-        sp.member = member
+        """This member's speaker, with a listener of its own (the least recently heard one
+        goes past MAX_SPEAKERS); a listener that stopped is replaced."""
+        evicted = []
+        with self._lock:
+            sp = self._speakers.get(member.id)
+            if sp is None or sp.feed.closed:
+                sp = self._speakers[member.id] = _Speaker(member)
+                sp.listener = Listener.from_settings(
+                    self.settings, asr=self.asr, vad=self._vad.fork(), speculate=False, max_waiting_turns=TURNS_WAITING,
+                    on_speech_start=lambda: self._speech_started(sp),
+                    on_question=lambda text, _start, _end: self._heard(sp.member, text),
+                    on_error=lambda exc: log.error("discord voice: a turn of %s could not be turned into a question: "
+                                                   "%s", sp.member.display_name, exc, exc_info=exc))
+                sp.listener.start(sp.feed)
+                while len(self._speakers) > MAX_SPEAKERS:
+                    evicted.append(self._speakers.popitem(last=False)[1])
+            self._speakers.move_to_end(member.id)
+            sp.member = member
+        for old in evicted:
+            old.stop()  # closes its feed: the listener ends on its own thread
         return sp
 
     def _dave_decrypt(self, user_id: int, payload: bytes) -> bytes | None:
@@ -292,42 +300,20 @@ class VoiceSession:
         if sp.failures == FAIL_PACKETS:
             self.problem(kind)
 
-    # -- barge-in ---------------------------------------------------------------------
-    def _barge_in(self, member) -> None:
-        if not self.asr_settings.barge_in:
-            return
-        if self.current is not None and not self.current.cancelled:
+    # -- the listeners' callbacks ---------------------------------------------------------
+    def _speech_started(self, sp: _Speaker) -> None:
+        """A speaker's listener noticed speech (its thread): time it, and barge in."""
+        at = sp.listener.speech_starts[-1].detected_at * RATE // SAMPLE_RATE  # in the speaker's 48 kHz samples
+        began = [b for b in list(sp.bursts) if b <= at]
+        if began:  # how much of this burst it took to notice the speech
+            self.speech_start_ms.append((at - began[-1]) * 1000 / RATE)
+        if self.output.speaking and self.output.interrupt(Interrupt("barge-in", f"discord:{sp.member.id}")):
             self.barge_ins += 1
-            log.info("discord voice: %s started speaking; the answer stops", member.display_name)
-            self._cut()
+            log.info("discord voice: %s started speaking; the answer stops", sp.member.display_name)
 
-    def _cut(self) -> None:
-        """Stop the answer being spoken and drop those waiting behind it."""
-        while True:
-            try:
-                self._say.get_nowait()
-            except queue.Empty:
-                break
-        src = self.current
-        if src is not None:
-            src.cancel()
-        stop = getattr(self.vc, "stop_playing", None) or self.vc.stop  # VoiceRecvClient.stop() also stops listening
-        stop()
-
-    # -- ASR thread ---------------------------------------------------------------------
-    def _asr_loop(self) -> None:
-        while (item := self._turns.get()) is not None:
-            member, pcm = item
-            try:
-                self._heard(member, pcm)
-            except Exception:  # noqa: BLE001 - one failed turn must not end listening
-                log.exception("discord voice: a turn of %s could not be turned into a question",
-                              getattr(member, "display_name", member))
-
-    def _heard(self, member, pcm: np.ndarray) -> None:
-        """One finished turn: Whisper, then a ChatMessage (ASR thread)."""
-        text = self.asr.transcribe(pcm)
-        if not text.strip(" .,!?-"):
+    def _heard(self, member, text: str) -> None:
+        """One transcribed turn becomes a ChatMessage (the listener's ASR thread)."""
+        if self.closed:
             return
         # voice-recv may hand over a plain discord.User (no roles): no channel permissions then
         perms = self.channel.permissions_for(member) if hasattr(member, "roles") else None
@@ -340,71 +326,27 @@ class VoiceSession:
             handle=VoiceOrigin(guild.id, self.channel.id, member.id)))
 
     # -- speaking ----------------------------------------------------------------------
-    def say(self, pieces: Iterable[str]) -> bool:
-        """Queue an answer to be spoken (text pieces, e.g. sentences as the model writes them)."""
-        if self.closed:
-            return False
-        try:
-            self._say.put_nowait(pieces)
-            return True
-        except queue.Full:
-            log.warning("discord voice: %d answers already waiting; this one is not spoken", self._say.qsize())
-            return False
+    def say(self, pieces: str | Iterable[str]) -> bool:
+        """Queue an answer to be spoken (a text, or sentences as the model writes them)."""
+        return not self.closed and self.output.say(pieces, on_done=self._said) is not None
 
-    def _speak_loop(self) -> None:
-        while (pieces := self._say.get()) is not None:
-            src = SpeechSource()
-            done = threading.Event()
-            self.current = src
-            try:
-                self._play(src, done)
-                self._synthesise(src, pieces)
-            except Exception:  # noqa: BLE001 - a failed answer must not end the session
-                log.exception("discord voice: speaking an answer failed")
-                src.cancel()
-            finally:
-                src.finish()
-            while not done.wait(0.5):
-                if self.closed or not self.vc.is_connected():
-                    src.cancel()
-                    break
-            self.current = None
+    def _said(self, spoken: Spoken) -> None:
+        self.spoken.append(spoken)
+        if spoken.interrupt is not None:
+            log.info("discord voice: an answer was cut (%s, %s) after %r", spoken.interrupt.reason,
+                     spoken.interrupt.source, spoken.text)
 
-    def _play(self, src: SpeechSource, done: threading.Event) -> None:
+    def _player(self) -> SpeechSource:
+        """One answer's SpeechSource, played by discord.py's player (started on the client's loop)."""
+        src = SpeechSource(alive=self.vc.is_connected)
+
         def start() -> None:
             try:
-                self.vc.play(src, after=lambda _err: done.set())
+                self.vc.play(src, after=lambda _err: src.done())
             except Exception as exc:  # noqa: BLE001 - not connected, already playing
                 log.warning("discord voice: cannot play: %s", exc)
                 src.cancel()
-                done.set()
+                src.done()
 
         self.loop.call_soon_threadsafe(start)
-
-    def _synthesise(self, src: SpeechSource, pieces: Iterable[str]) -> None:
-        resampler: StreamResampler | None = None
-        for piece in pieces:
-            if not piece.strip():
-                continue
-            with self.tts_lock:  # one engine, shared by every voice channel
-                for chunk in self.tts.stream(piece):
-                    if resampler is None or resampler.rate_in != chunk.sample_rate:
-                        if resampler is not None and not src.feed(resampler.flush()):
-                            return
-                        resampler = StreamResampler(chunk.sample_rate, RATE)
-                    if not src.feed(resampler(chunk.pcm)):
-                        return  # barge-in
-        if resampler is not None:
-            src.feed(resampler.flush())
-
-
-def _put_sentinel(q: queue.Queue) -> None:
-    while True:
-        try:
-            q.put_nowait(None)
-            return
-        except queue.Full:
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
+        return src

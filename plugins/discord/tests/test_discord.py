@@ -492,9 +492,9 @@ def _join(fake, run, author=ALICE_ID) -> str:
 
 @pytest.mark.slow
 def test_voice_question_answer_and_barge_in(fake, tls_cert, voice_settings):
-    """/join -> Alice's speech over RTP -> per-speaker VAD + Whisper -> ChatMessage -> reply()
-    speaks the answer (Piper -> AudioSource -> opus -> RTP) -> the fake decodes it; then Alice
-    talks over a long answer and the bot stops."""
+    """/join -> Alice's speech over RTP -> her own core Listener (VAD + Whisper) -> ChatMessage
+    -> reply() speaks the answer (the core's SpeechOutput: Piper -> AudioSource -> opus -> RTP)
+    -> the fake decodes it; then Alice talks over a long answer and the bot stops."""
     import numpy as np
     from talker_stream.brain.asr import wer
     from talker_stream_discord import VoiceOrigin
@@ -547,6 +547,9 @@ def test_voice_question_answer_and_barge_in(fake, tls_cert, voice_settings):
             fake.wait_for(lambda: session.barge_ins == 1)
             assert session.speech_start_ms[-1] - onset * 1000 <= 200
             cut = _decode(_bot_answer(voice, start))
+            first, cut_short = fake.wait_for(lambda: len(session.spoken) == 2 and list(session.spoken))
+            assert first.text == answer and first.interrupt is None  # heard to the end
+            assert cut_short.interrupt.reason == "barge-in" and cut_short.interrupt.source == f"discord:{ALICE_ID}"
             _, long_seconds, _ = _opus_frames(adapter.tts, long_answer)
             assert len(cut) / 48000 < 0.6 * long_seconds, (len(cut) / 48000, long_seconds)
             print(f"speech noticed after {list(session.speech_start_ms)} ms of audio (onset {onset * 1000:.0f} ms); "
@@ -605,16 +608,55 @@ def test_join_outside_a_voice_channel(fake):
         assert _join(fake, run) == "Join a voice channel first, then use /join."
 
 
-def test_speech_recognition_survives_a_bad_turn(monkeypatch, logs):
-    """The ASR thread: voice-recv may hand over a plain discord.User (no roles, so no channel
-    permissions), Whisper may fail, the core may raise; each such turn is logged and skipped,
-    and the next turn still becomes a question."""
+class _FakeVoiceClient:
+    """STAND-IN for discord.py's voice client (the gateway and voice server are not under test
+    here): play() reads the source on a thread of its own, a frame every 5 ms, as discord.py's
+    AudioPlayer does every 20 ms, then calls after()."""
+
+    def __init__(self, channel) -> None:
+        self.channel = channel
+        self.frames: list[bytes] = []
+
+    def play(self, source, after) -> None:
+        import time
+
+        def run() -> None:
+            while frame := source.read():
+                self.frames.append(frame)
+                time.sleep(0.005)
+            after(None)
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def is_connected(self) -> bool:
+        return True
+
+    def is_listening(self) -> bool:
+        return False
+
+    def listen(self, sink, after) -> None:
+        pass
+
+    def stop_playing(self) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_two_speakers_heard_by_the_core_listener_with_one_whisper_and_barge_in(monkeypatch, logs, voice_settings):
+    """Each speaker's packets (opus, as voice-recv hands them over) go through a core Listener
+    of their own (resampling, Silero VAD, turn ends), and every turn through the one Whisper.
+    A turn Whisper cannot read, or that the core fails on, is logged and the next is still
+    heard; a plain discord.User (no roles) is no moderator; past MAX_SPEAKERS the least
+    recently heard speaker's listener is stopped. Speech from anyone while an answer plays
+    cuts it and drops the one queued behind it: both Spoken carry Interrupt("barge-in")."""
     from types import SimpleNamespace
 
+    from conftest import wait_for
     from discord_fake import MOD_ROLE, VOICE_ID, user
+    from talker_stream.speech.tts.piper import PiperTTS
     from talker_stream_discord import voice as discord_voice
 
-    monkeypatch.setattr(discord_voice, "SileroVAD", lambda: None)  # no speakers here: no VAD needed
+    monkeypatch.setattr(discord_voice, "MAX_SPEAKERS", 2)
     guild = SimpleNamespace(id=GUILD_ID, owner_id=OWNER_ID)
 
     def permissions_for(member):  # as discord.py's: a member's roles
@@ -623,36 +665,79 @@ def test_speech_recognition_survives_a_bad_turn(monkeypatch, logs):
     channel = SimpleNamespace(id=VOICE_ID, name="Lounge", guild=guild, permissions_for=permissions_for)
 
     class Whisper:
-        def transcribe(self, pcm):
-            if pcm == "garbled":
-                raise RuntimeError("whisper failed")
-            return pcm
+        """STAND-IN for Whisper: the turns' texts in the order they are spoken (the audio and
+        the VAD are real; what the words are is not under test here)."""
 
-    heard: list = []
+        def __init__(self, texts) -> None:
+            self.texts, self.calls = iter(texts), []
+
+        def transcribe(self, pcm, language=None):
+            self.calls.append((threading.current_thread().ident, len(pcm)))
+            text = next(self.texts)
+            if text == "garbled":
+                raise RuntimeError("whisper failed")
+            return text
+
+    heard: queue.Queue = queue.Queue()
 
     def on_message(m):
         if m.text == "explode":
             raise RuntimeError("core failed")
-        heard.append(m)
+        heard.put(m)
 
-    session = discord_voice.VoiceSession(SimpleNamespace(channel=channel), loop=None, on_message=on_message, tts=None,
-                                         asr=Whisper(), asr_settings=None, report=lambda text: None,
-                                         tts_lock=threading.Lock())
+    asr = Whisper(["garbled", "hello from a user", "explode", "a real question", "the owner speaks", "stop please"])
+    tts = PiperTTS(threads=1)
+    vc = _FakeVoiceClient(channel)
+    session = discord_voice.VoiceSession(vc, loop=SimpleNamespace(call_soon_threadsafe=lambda f: f()),
+                                         on_message=on_message, tts=tts, asr=asr, settings=voice_settings,
+                                         report=lambda text: None, tts_lock=threading.Lock())
     alice = discord.User(state=None, data=user(ALICE_ID, "alice"))  # a plain User: no roles
     owner = discord.User(state=None, data=user(OWNER_ID, "owner"))
-    bob = SimpleNamespace(id=BOB_ID, display_name="Bob", roles=[SimpleNamespace(id=MOD_ROLE)])
-    asr = threading.Thread(target=session._asr_loop, daemon=True)
-    asr.start()
-    for turn in ((alice, "hello from a user"), (bob, "garbled"), (bob, "explode"), (bob, "a real question"),
-                 (owner, "the owner speaks")):
-        session._turns.put(turn)
-    session._turns.put(None)
-    asr.join(10)
-    assert not asr.is_alive()
-    assert [(m.author, m.text, m.moderator) for m in heard] == [
-        ("Alice", "hello from a user", False), ("Bob", "a real question", True), ("Owner", "the owner speaks", True)]
-    assert heard[0].handle.guild_id == GUILD_ID and heard[0].handle.user_id == ALICE_ID
-    assert sum("could not be turned into a question" in line for line in logs.lines) == 2
+    bob = SimpleNamespace(id=BOB_ID, display_name="Bob", roles=[SimpleNamespace(id=MOD_ROLE)], bot=False)
+    frames, _, onset = _opus_frames(tts, "What is the capital of France?")
+
+    def speak(member) -> None:  # a turn: packets, then the speaking-stop voice-recv reports
+        for frame in frames:
+            session.on_packet(member, frame)
+        session.on_silence(member)
+
+    session.start()
+    try:
+        for n, who in enumerate((alice, alice, bob, bob, owner), 1):
+            speak(who)
+            assert wait_for(lambda: len(asr.calls) == n, 20), f"turn {n} was never transcribed"
+            if n == 2:
+                first_listener = session._speakers[ALICE_ID].listener
+        got = [heard.get(timeout=5) for _ in range(3)]
+        assert [(m.author, m.text, m.moderator) for m in got] == [
+            ("Alice", "hello from a user", False), ("Bob", "a real question", True), ("Owner", "the owner speaks", True)]
+        assert got[0].handle.guild_id == GUILD_ID and got[0].handle.user_id == ALICE_ID
+        assert got[0].channel == str(VOICE_ID) and got[0].author_id == str(ALICE_ID)
+        assert sum("could not be turned into a question" in line for line in logs.lines) == 2
+        # one Whisper, each speaker transcribed on their own listener's thread
+        threads = [t for t, _ in asr.calls]
+        assert threads[0] == threads[1] != threads[2] == threads[3] != threads[4]
+        assert all(10000 < samples < 80000 for _, samples in asr.calls)  # 16 kHz turns, each about the question
+        assert all(0 <= ms - onset * 1000 <= 200 for ms in session.speech_start_ms)  # noticed within 200 ms
+        # bounded: Alice was heard least recently, so her listener is gone
+        assert list(session._speakers) == [BOB_ID, OWNER_ID] and session._speakers[BOB_ID].listener.asr is asr
+        assert wait_for(lambda: not first_listener._thread.is_alive(), 10), "the evicted listener still runs"
+
+        # barge-in: Bob talks over a long answer; it stops, and the one waiting behind it is dropped
+        long_answer = " ".join(["Paris has been the capital of France for a very long time."] * 6)
+        assert session.say(long_answer) and session.say("And this one waits its turn.")
+        assert wait_for(lambda: sum(f != bytes(len(f)) for f in vc.frames) >= 25, 30), "the answer never played"
+        speak(bob)
+        assert wait_for(lambda: len(session.spoken) == 2, 20), "the answer was not cut"
+        cut, waiting = sorted(session.spoken, key=lambda s: s.utterance)  # the waiting one is told first
+        assert session.barge_ins == 1 and (cut.interrupt.reason, cut.interrupt.source) == ("barge-in", f"discord:{BOB_ID}")
+        assert cut.text and long_answer.startswith(cut.text.split()[0]) and len(cut.text) < len(long_answer) / 2
+        assert cut.interrupt.at > 0 and waiting.sentences == [] and waiting.interrupt.reason == "barge-in"
+        assert heard.get(timeout=20).text == "stop please"  # and the interruption is heard as a question
+        listeners = [sp.listener for sp in session._speakers.values()]
+    finally:
+        session.close()
+    assert not any(listener._thread.is_alive() for listener in listeners)  # /leave stops every listener
 
 
 def test_speech_source_frames_and_cancel():
@@ -670,9 +755,14 @@ def test_speech_source_frames_and_cancel():
     while frame := src.read():
         frames.append(frame)
     assert all(len(f) == FRAME_BYTES for f in frames) and len(frames) == 25
+    assert src.played == 24000 and not src.wait(0)  # all of it read; done only once the player says so
+    src.done()
+    assert src.wait(0)
     back = from_discord(b"".join(frames))
     assert np.allclose(back, tone, atol=1e-3)
     src2 = SpeechSource()
     src2.feed(tone)
     src2.cancel()
-    assert src2.read() == b"" and src2.feed(tone) is False
+    assert src2.read() == b"" and src2.feed(tone) is False and src2.played == 0
+    gone = SpeechSource(alive=lambda: False)  # the voice connection dropped: nobody will read it
+    assert gone.wait(0) and gone.cancelled

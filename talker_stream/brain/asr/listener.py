@@ -2,8 +2,10 @@
 
 VAD runs in the caller's thread on every chunk, and each finished turn goes to one ASR
 worker thread, so a new speaker is noticed (barge-in) even while the last question is
-still being transcribed. Sources are plain iterators of AudioChunk (or of float32 arrays
-at 16 kHz): a file, the microphone, or anything else (later: Discord voice).
+still being transcribed. Sources are plain iterators of AudioChunk at any rate (or of
+float32 arrays at 16 kHz): a file, the microphone, or an AudioFeed that another thread
+pushes audio into (a browser's microphone, each speaker of a Discord voice channel).
+Several listeners may share one ASR engine and one Silero model (``SileroVAD.fork``).
 """
 from __future__ import annotations
 
@@ -85,12 +87,69 @@ def file_source(path: str | Path, realtime: bool = False, block_ms: int = 32) ->
             yield AudioChunk(piece, SAMPLE_RATE)
 
 
+class AudioFeed:
+    """A push source for a Listener: ``put()`` audio from any thread (PortAudio's callback,
+    a network receiver), and the listener iterates it on its own thread.
+
+    Bounded: past *max_seconds* of audio waiting, the oldest is dropped (``dropped_seconds``,
+    logged once per overflow), so a stalled listener never grows memory and ``put()`` never
+    blocks. ``close()`` ends the iteration once what is queued has been taken; a listener
+    that stops closes its source, and ``put()`` then returns False.
+    """
+
+    def __init__(self, max_seconds: float = 10.0, name: str = "audio") -> None:
+        self.max_seconds = max_seconds
+        self.name = name
+        self.closed = False
+        self.dropped_seconds = 0.0
+        self._chunks: deque[AudioChunk] = deque()
+        self._seconds = 0.0
+        self._overflowing = False
+        self._cond = threading.Condition()
+
+    def put(self, chunk: AudioChunk) -> bool:
+        """Queue *chunk*; False once closed."""
+        with self._cond:
+            if self.closed:
+                return False
+            self._chunks.append(chunk)
+            self._seconds += chunk.seconds
+            while self._seconds > self.max_seconds and len(self._chunks) > 1:
+                old = self._chunks.popleft()
+                self._seconds -= old.seconds
+                self.dropped_seconds += old.seconds
+                if not self._overflowing:
+                    self._overflowing = True
+                    log.warning("%s: the listener is %.0f s behind; the oldest audio is dropped", self.name,
+                                self.max_seconds)
+            self._cond.notify()
+            return True
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[AudioChunk]:
+        while True:
+            with self._cond:
+                while not self._chunks and not self.closed:
+                    self._cond.wait()
+                if not self._chunks:
+                    return
+                chunk = self._chunks.popleft()
+                self._seconds -= chunk.seconds
+                if not self._chunks:
+                    self._overflowing = False  # caught up
+            yield chunk
+
+
 def microphone_source(device: int | str | None = None, block_ms: int = 32, max_seconds_queued: float = 10.0
                       ) -> Iterator[AudioChunk]:
     """The microphone at 16 kHz mono through sounddevice (PortAudio).
 
-    A bounded queue sits between PortAudio's callback and the consumer; if the consumer
-    falls more than *max_seconds_queued* behind, the oldest audio is dropped (logged).
+    An AudioFeed sits between PortAudio's callback and the consumer; if the consumer falls
+    more than *max_seconds_queued* behind, the oldest audio is dropped (logged).
     """
     try:
         import sounddevice as sd
@@ -99,15 +158,12 @@ def microphone_source(device: int | str | None = None, block_ms: int = 32, max_s
     except OSError as exc:  # sounddevice raises OSError when libportaudio is absent
         raise EngineUnavailable(f"microphone input needs PortAudio ({exc}): apt-get install libportaudio2") from None
     blocksize = SAMPLE_RATE * block_ms // 1000
-    q: queue.Queue[np.ndarray] = queue.Queue(maxsize=max(1, int(max_seconds_queued * 1000 / block_ms)))
+    feed = AudioFeed(max_seconds_queued, "microphone")
 
     def callback(indata, frames, _time, status) -> None:  # PortAudio's thread
         if status:
             log.debug("microphone: %s", status)
-        try:
-            q.put_nowait(indata[:, 0].copy())
-        except queue.Full:
-            log.warning("microphone: consumer too slow, dropping %d ms", block_ms)
+        feed.put(AudioChunk(indata[:, 0].copy(), SAMPLE_RATE))
 
     try:
         stream = sd.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32", blocksize=blocksize,
@@ -116,8 +172,7 @@ def microphone_source(device: int | str | None = None, block_ms: int = 32, max_s
         raise EngineUnavailable(f"cannot open microphone {device!r}: {exc}; list devices with "
                                 "`python -m sounddevice`") from None
     with stream:
-        while True:
-            yield AudioChunk(q.get(), SAMPLE_RATE)
+        yield from feed
 
 
 class Listener:
@@ -132,6 +187,11 @@ class Listener:
     turn then ends with no more speech, the same transcript is reused (no second Whisper
     run) and ``on_question`` gets the same start and end. ``on_resumed()`` (source thread)
     says a guess is void because the speaker went on.
+
+    A turn that cannot be transcribed (Whisper's worker crashed) is lost and listening goes
+    on; any other failure in the ASR thread (the engine, ``on_question``) ends ``run()`` with
+    that error, unless ``on_error(exc)`` is given: then that turn alone is lost. At most
+    *max_waiting_turns* finished turns wait for ASR; then VAD waits too (bounded memory).
     """
 
     def __init__(self, asr, detector: TurnDetector | None = None,
@@ -139,7 +199,8 @@ class Listener:
                  on_speech_start: Callable[[], None] | None = None,
                  language: str | None = None, barge_in: bool = True,
                  on_guess: Callable[[str, float, float], None] | None = None,
-                 on_resumed: Callable[[], None] | None = None) -> None:
+                 on_resumed: Callable[[], None] | None = None,
+                 on_error: Callable[[Exception], None] | None = None, max_waiting_turns: int = 8) -> None:
         self.asr = asr
         self.detector = detector or TurnDetector()
         self.on_question = on_question
@@ -148,24 +209,27 @@ class Listener:
         self.barge_in = barge_in
         self.on_guess = on_guess
         self.on_resumed = on_resumed
+        self.on_error = on_error
         self._guess: tuple[int, int, str] | None = None  # (start, end, text) of the last paused turn
         self.heard: deque[Heard] = deque(maxlen=1000)
         self.lost_turns = 0  # turns whose transcription failed (Whisper's worker crashed)
         self.speech_starts: deque[SpeechStarted] = deque(maxlen=1000)
         self.speech_started_at: float | None = None
-        self._turns: queue.Queue[TurnEnded | TurnPaused | None] = queue.Queue(maxsize=8)
+        self._turns: queue.Queue[TurnEnded | TurnPaused | None] = queue.Queue(maxsize=max_waiting_turns)
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_settings(cls, settings, asr=None, **callbacks) -> Listener:
-        """A listener configured from [asr]; *asr* reuses an already loaded model."""
+    def from_settings(cls, settings, asr=None, vad=None, speculate: bool = True, **kwargs) -> Listener:
+        """A listener configured from [asr]; *asr* reuses an already loaded model, *vad* a
+        Silero stream (``SileroVAD.fork()``: many listeners over one model). Without
+        *speculate* a turn is transcribed only once it has ended (nobody drafts answers)."""
         from . import open_asr
 
         a = settings.asr
-        detector = TurnDetector.from_settings(a, pause_ms=a.speculate_ms)
-        return cls(asr or open_asr(settings), detector, barge_in=a.barge_in, **callbacks)
+        detector = TurnDetector.from_settings(a, pause_ms=a.speculate_ms if speculate else 0, vad=vad)
+        return cls(asr or open_asr(settings), detector, barge_in=a.barge_in, **kwargs)
 
     def run(self, source: Iterable[AudioChunk | np.ndarray]) -> list[Heard]:
         """Listen until the source ends or stop() is called; returns what was heard."""
@@ -185,9 +249,10 @@ class Listener:
                 if self._stop.is_set() or self._error:
                     break
             else:
-                if resampler is not None:
-                    self._handle(self.detector.feed(resampler.flush()))
-                self._handle(self.detector.flush())
+                if not self._stop.is_set():  # the source ended (not stop()): its last turn is heard
+                    if resampler is not None:
+                        self._handle(self.detector.feed(resampler.flush()))
+                    self._handle(self.detector.flush())
         finally:
             close = getattr(source, "close", None)
             if callable(close):
@@ -252,6 +317,16 @@ class Listener:
             except EngineUnavailable as exc:  # Whisper's worker crashed or is restarting: this turn is lost
                 self.lost_turns += 1
                 log.warning("a spoken turn was lost: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - the caller's to judge: on_error, or run() re-raises it
+                if self.on_error is None:
+                    self._error = exc
+                    self._stop.set()
+                    continue
+                self.lost_turns += 1
+                try:
+                    self.on_error(exc)
+                except Exception:  # noqa: BLE001 - a failing error handler must not end listening
+                    log.exception("the listener's on_error failed")
             except BaseException as exc:  # noqa: BLE001 - re-raised by run() in the caller's thread
                 self._error = exc
                 self._stop.set()

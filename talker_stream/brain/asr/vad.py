@@ -12,6 +12,7 @@ configurable silence, with the turn's PCM for ASR).
 """
 from __future__ import annotations
 
+import copy
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,12 @@ class SileroVAD:
         self.session = onnxruntime.InferenceSession(str(model_path()), sess_options=opts,
                                                     providers=["CPUExecutionProvider"])
         self.reset()
+
+    def fork(self) -> "SileroVAD":
+        """Another stream over the same ONNX session (its own state): many speakers, one model."""
+        other = copy.copy(self)
+        other.reset()
+        return other
 
     def reset(self) -> None:
         """Forget the past (a new, unrelated stream)."""
