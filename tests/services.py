@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -56,12 +57,13 @@ class RtmpServer:
         self.proc = None
 
 
-def end(proc: subprocess.Popen | None) -> None:
-    """Stop a service started by a test: SIGTERM, then SIGKILL after 5 s."""
+def end(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, seconds: float = 5.0) -> None:
+    """Stop a process started by a test: *sig* (SIGINT lets a talker-stream command shut down
+    as Ctrl+C does), then SIGKILL after *seconds*."""
     if proc is not None and proc.poll() is None:
-        proc.terminate()
+        proc.send_signal(sig)
         try:
-            proc.wait(5)
+            proc.wait(seconds)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)

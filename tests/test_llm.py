@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import make_settings
-from services import free_port
+from services import end, free_port
 from talker_stream.errors import EngineUnavailable
 from talker_stream.brain.llm import GenerationParams, open_llm
 from talker_stream.brain.llm.llamacpp import LlamaCppLLM, bundled_model
@@ -100,12 +100,7 @@ def llama_server(tmp_path_factory):
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        end(proc, seconds=10)
         log.close()
 
 

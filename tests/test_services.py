@@ -125,8 +125,7 @@ def test_chat_questions_wait_out_an_engine_server_outage(tmp_path, animator, dow
     question is dropped or reported failed, and once `talker-stream engines` starts (on the
     port the config names) all three are answered, in order.
     ForgetfulChat stands in for a chat platform's servers (a remote service)."""
-    import socket
-
+    from services import free_port
     from test_audience import ForgetfulChat
     from test_live import MemorySink
 
@@ -136,9 +135,7 @@ def test_chat_questions_wait_out_an_engine_server_outage(tmp_path, animator, dow
     from talker_stream.live import LiveAvatar
     from talker_stream.speech.tts import open_tts
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     settings = remote_settings(tmp_path, f"http://127.0.0.1:{port}/v1")
     if down == "the voice only":
         settings.llm.engine = "llamacpp"

@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import numpy as np
 import pytest
 
 from conftest import PORTRAIT, need_module, requires, wait_for
+from services import end
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -68,11 +70,7 @@ def serving(folder: Path, config: str, env: dict | None = None, verbose: bool = 
     try:
         yield match.group(0), folder / "serve.log"
     finally:
-        proc.send_signal(2)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        end(proc, signal.SIGINT, 20)
 
 
 @pytest.fixture(scope="module")
@@ -357,11 +355,7 @@ def coturn(folder: Path, port: int, secret: str):
         assert proc.poll() is None, log.read_text()[-3000:]
         yield log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        end(proc, seconds=10)
 
 
 @pytest.fixture(scope="module")
