@@ -17,7 +17,7 @@ import pytest
 
 from conftest import make_settings, wait_for
 from services import free_port
-from talker_stream.brain.conversation import FALLBACK, Conversation, open_conversation
+from talker_stream.brain.conversation import Conversation, open_conversation
 from talker_stream.frames import Question
 from talker_stream.live import LiveAvatar
 from talker_stream.brain.llm import GenerationParams, open_llm
@@ -323,14 +323,22 @@ def test_blocklist_with_the_real_model(smollm):
     assert text and "paris" not in text.lower(), text
 
 
-def test_dead_model_server_gets_a_polite_fallback(caplog):
+def test_a_model_server_nobody_can_reach_is_an_outage_not_an_apology(caplog):
+    """Nothing listens at the URL (the real HTTP client, retried): nothing is said (the avatar
+    idles; the audience keeps the question waiting, tests/test_services.py), the reply is
+    failed with a ServiceDown naming the server, and nothing is remembered. A model that
+    crashes mid-answer still apologises (tests/test_crash.py)."""
+    from talker_stream.errors import ServiceDown
+
     url = f"http://127.0.0.1:{free_port()}/v1"  # the real HTTP client; nothing listens there
     llm = OpenAICompatLLM(make_settings(**{"llm.openai.base_url": url, "llm.openai.timeout": 5.0}).llm.openai)
     conv = conversation(llm)
     with caplog.at_level(logging.WARNING):
-        assert answer(conv, "Are you there?") == FALLBACK
+        reply = conv.reply(Question("Are you there?"))
+        assert "".join(reply) == ""
+    assert isinstance(reply.failed, ServiceDown) and url in str(reply.failed)
     assert url in caplog.text
-    conv.heard("default", FALLBACK)
+    reply.heard("")
     assert conv.history() == [], "a question the model never answered is not remembered"
 
 
