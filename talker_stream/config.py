@@ -123,7 +123,7 @@ class OpenAISettings:
 class LLMSettings:
     engine: str = "llamacpp"
     persona: str = "You are Tess, a cheerful AI streamer who answers the audience's questions briefly and kindly."
-    temperature: float = opt(0.7, 0, 2)
+    temperature: float = opt(0.1, 0, 2)  # low: the most likely words are the facts (bench/answers.py); raise for variety
     top_p: float = opt(0.9, 0, 1)
     repeat_penalty: float = opt(1.1, 1.0, 2.0)  # > 1: repeated words less likely (servers: frequency_penalty)
     max_tokens: int = opt(160, 1, 4096)

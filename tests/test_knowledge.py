@@ -66,6 +66,8 @@ def test_stemming_and_terms():
     assert stem("moderators") == stem("moderator")
     assert stem("named") == stem("name") and stem("called") == stem("call")
     assert stem("Tess's") == "tess"
+    assert stem("made") == stem("make") and stem("built") == stem("build"), "irregular past forms"
+    assert stem("favorite") == stem("favourite") and stem("colors") == stem("colour"), "US and UK spellings"
     assert terms("What is the name of your cat?") == [stem("name"), "cat"], "stop words go"
     assert "2024" in terms("born in 2024")
 
@@ -87,6 +89,25 @@ def test_the_sample_file_answers_its_own_questions():
     assert any("Tuesday" in p.text for p in k.search("Which days do you stream?"))
     assert not any("facts for the stream" in k.passage(i).text or "<!--" in k.passage(i).text
                    for i in range(len(k))), "the title and the comment for editors are not facts"
+
+
+def test_a_fact_said_in_other_words_is_found_and_the_notes_stay_on_the_point(tmp_path):
+    k = Knowledge(write(tmp_path, """## Story
+Nova was switched on for the first time on 3 March 2023.
+Nova was built by a two-person studio called Paperkite.
+The head moderator is Ada.
+Moderators remove links posted in chat.
+Nova's favourite board game is Go.
+Nova's favourite drink is mint tea.
+Nova speaks English and Welsh.
+"""))
+    texts = lambda q: [p.text for p in k.search(q, me="Nova")]  # noqa: E731
+    assert texts("When were you first turned on?") == ["Nova was switched on for the first time on 3 March 2023."]
+    assert texts("Who made you?") == ["Nova was built by a two-person studio called Paperkite."], "made, built: one idea"
+    assert texts("Who is in charge of the mods?") == ["The head moderator is Ada."], "not the links rule as well"
+    assert texts("What's your favorite game?") == ["Nova's favourite board game is Go."], "not the favourite drink"
+    assert texts("Hi Nova, how are you today?") == [], "the name addresses the avatar: not a question about her facts"
+    assert texts("What is the capital of France?") == []
 
 
 def test_long_paragraphs_are_cut_into_passages(tmp_path):
@@ -195,9 +216,12 @@ def test_a_file_that_tries_to_rewrite_the_persona_stays_facts(tmp_path, caplog, 
     assert "Paper Moons" in sent[1][-1]["content"], "the real fact reached the model"
     for messages in sent:
         assert messages[0] == {"role": "system", "content": conv.system}
-        assert messages[-1]["role"] == "user" and messages[1:-1] == conv.examples, \
-            "a standalone question: the fixed example exchange, then the user's turn"
-        assert not any("Notes:" in m["content"] for m in messages[:-1]), "notes only ever in the user's turn"
+        with_notes = messages[-1]["content"].startswith("Notes: ")
+        assert messages[-1]["role"] == "user" and messages[1:-1] == (conv.note_examples if with_notes else conv.examples), \
+            "a standalone question: the fixed example exchange (answered from notes when it has notes), then its turn"
+        assert not any("Paper Moons" in m["content"] or "Zorblat" in m["content"] for m in messages[:-1]), \
+            "the file's passages only ever in the user's turn"
+    assert conv.note_examples and conv.note_examples != conv.examples
 
 
 # -- with the embedded model, as the product opens it ---------------------------------------------------

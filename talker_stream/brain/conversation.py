@@ -51,6 +51,18 @@ def examples() -> list[dict]:
             {"role": "assistant", "content": "A bicycle has two wheels."}]
 
 
+def note_examples() -> list[dict]:
+    """The example exchange for a question that comes with notes from the knowledge file: a
+    made-up note about the avatar, said to it in the second person as real notes are, and
+    the answer taken from it in the first person, whole (dates and names kept). Shown only
+    when the question has notes of its own, so its made-up fact never reaches a question
+    that has none; with it SmolLM2-135M answers from the notes far more often than from a
+    bare "Notes:" paragraph (bench/answers.py, knowledge)."""
+    return [{"role": "user", "content": 'Notes: Your favourite colour is green, like the old sofa in the studio.\n\n'
+                                        'sam asks: "What colour do you like best?"'},
+            {"role": "assistant", "content": "My favourite colour is green, like the old sofa in the studio."}]
+
+
 FALLBACK = "Sorry, I lost my train of thought for a moment."
 CUT_SHORT = " Sorry, I lost my train of thought."  # the model died after the first words
 
@@ -154,6 +166,7 @@ class Conversation:
         self.max_sentences = max_sentences  # the answer ends after this many sentences; 0: when the model stops
         self.memory_turns = memory_turns  # past exchanges a follow-up is shown; 0: all that memory holds
         self.examples: list[dict] = []  # fixed example turns after the system prompt (see examples())
+        self.note_examples: list[dict] = []  # ... instead, for a question with notes (see note_examples())
         self._count = count_tokens or getattr(llm, "count_tokens", None) or estimate_tokens
         self._memory: dict[str, deque[tuple[dict, int]]] = {}  # channel -> (message, its tokens)
         self._lock = threading.Lock()
@@ -186,7 +199,8 @@ class Conversation:
         past = self.history(q.channel) if follow_up(q.text) else []
         if self.memory_turns:
             past = past[-2 * self.memory_turns:]
-        return [{"role": "system", "content": self.system}, *self.examples, *past, {"role": "user", "content": user}]
+        shown = self.note_examples if notes and self.note_examples else self.examples
+        return [{"role": "system", "content": self.system}, *shown, *past, {"role": "user", "content": user}]
 
     @staticmethod
     def asked(q: Question) -> str:
@@ -336,4 +350,5 @@ def open_conversation(settings, llm: LLM | None = None) -> Conversation:
                                 passages=cfg.knowledge_passages, max_sentences=cfg.max_sentences,
                                 memory_turns=cfg.memory_turns)
     conversation.examples = examples()
+    conversation.note_examples = note_examples() if knowledge is not None else []
     return conversation

@@ -38,6 +38,7 @@ MAX_LINE_BYTES = 64 * 1024  # a "line" longer than this is read in pieces (a fil
 K1, B = 1.2, 0.75  # BM25's usual constants
 MIN_COVER = 0.35  # share of a question's weight a passage must hold to be about it
 MIN_COVER_YOU = 0.12  # ... for the best passage, when the question asks the avatar about itself
+FOCUS = 0.75  # share of the best passage's cover a further passage must hold to go with it
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -76,6 +77,22 @@ world write year young
 """.split())
 
 
+# The past forms of everyday irregular verbs: "Who made you?" finds "Tess was built by ..." only
+# if made is make (and RELATED holds make and build together).
+_IRREGULAR = {
+    "made": "make", "built": "build", "wrote": "write", "written": "write", "ran": "run", "began": "begin",
+    "begun": "begin", "bought": "buy", "sold": "sell", "taught": "teach", "thought": "think", "found": "find",
+    "won": "win", "lost": "lose", "met": "meet", "left": "leave", "held": "hold", "kept": "keep", "told": "tell",
+    "said": "say", "paid": "pay", "sent": "send", "spent": "spend", "grew": "grow", "grown": "grow",
+    "drew": "draw", "drawn": "draw", "gave": "give", "given": "give", "took": "take", "taken": "take",
+    "came": "come", "went": "go", "gone": "go", "saw": "see", "seen": "see", "ate": "eat", "eaten": "eat",
+    "spoke": "speak", "spoken": "speak", "chose": "choose", "chosen": "choose", "born": "birth",
+    "fell": "fall", "fallen": "fall", "sang": "sing", "sung": "sing", "knew": "know", "known": "know",
+    "brought": "bring", "caught": "catch", "fought": "fight", "led": "lead",
+    "favorite": "favourite", "favorites": "favourites", "color": "colour", "colors": "colours",
+}
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """A light English stemmer: plurals, -ing, -ed, and the possessive 's (sponsors, sponsored
@@ -83,6 +100,7 @@ def stem(word: str) -> str:
     w = word.lower().replace("\u2019", "'")
     if w.endswith("'s"):
         w = w[:-2]
+    w = _IRREGULAR.get(w, w)
     if len(w) <= 3:
         return w
     if w.endswith("ies") and len(w) > 4:
@@ -108,6 +126,43 @@ def _e(w: str) -> str:
 
 
 _COMMON = frozenset(stem(w) for w in COMMON_WORDS)
+
+# Words a viewer uses for what a streamer's file says in other words: each line is one idea
+# for the search, so "When were you first turned on?" finds "switched on for the first time"
+# and "Who is in charge of the mods?" finds "The head moderator is ...". A word of the
+# question matches its own word fully and the others of its line at RELATED_TF of a count.
+# (General vocabulary of a channel's FAQ: who made it, when, schedule, rules, sponsors,
+# shop, charity, pets, food; not the words of any one file.)
+RELATED_LINES = """
+name call nickname title
+make build create develop design program invent found founder
+turn switch activate boot
+start begin launch open
+birth birthday anniversary
+old age
+head lead leader chief boss charge manage manager
+mod moderator admin
+favourite prefer love
+game play
+sponsor partner brand
+discount code coupon promo voucher deal
+shop store merch merchandise buy sell
+charity fundraiser donate donation raise
+rule allow allowed forbid ban banned permit
+stream live broadcast
+speak language
+pet cat dog animal
+food eat snack dish meal drink
+song music
+subscribe subscriber sub follow follower
+team crew staff
+"""
+RELATED_TF = 0.6
+_RELATED: dict[str, frozenset[str]] = {}
+for _line in RELATED_LINES.strip().splitlines():
+    _group = frozenset(stem(w) for w in _line.split())
+    for _w in _group:
+        _RELATED[_w] = _RELATED.get(_w, frozenset()) | _group
 
 # A weekday is a day and a month a month: "which days do you stream?" finds "every Tuesday".
 _KIND_OF = {**{d: "day" for d in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")},
@@ -259,44 +314,58 @@ class Knowledge:
 
         Relevance: a passage must hold at least *min_cover* of the question's weight (each
         word weighs its rarity in the file, a word the file lacks the most, an everyday word
-        a quarter), so a question about something else gets no notes at all. *me*: the
-        avatar's name. A question that says "you" is about the avatar: its name counts for
-        ranking ("your cat" finds "Tess's cat"), and the best passage needs only
-        :data:`MIN_COVER_YOU`."""
+        a quarter; a word found only in other words of its :data:`RELATED_LINES` line counts
+        :data:`RELATED_TF` of its weight), so a question about something else gets no notes
+        at all; and a passage after the best must hold :data:`FOCUS` of what the best one
+        holds, so the notes stay on the question's point ("your favourite game" is not
+        answered with the favourite food as well). *me*: the avatar's name. A question that
+        says "you" or the name is about the avatar: the name counts for ranking only ("your
+        cat" finds "Tess's cat"; "Hi Tess!" is not a question about every passage that names
+        her), and the best passage needs only :data:`MIN_COVER_YOU`."""
         n = len(self._doclen)
         if not n:
             return []
         words = set(terms(question))
-        about_me = bool(me) and bool(_YOU.search(question))
-        extra = set(terms(me)) - words if about_me else set()
+        name = set(terms(me)) if me else set()
+        about_me = bool(me) and (bool(_YOU.search(question)) or bool(words & name))
+        words -= name  # "Hi Tess, how are you?": the name addresses the avatar, it is not the topic
+        extra = name if about_me else set()
         unseen = math.log(1 + (n + 0.5) / 0.5)
-        weight = {t: t_weight(t, unseen) for t in words}
+        weight: dict[str, float] = {}
         scores: dict[int, float] = {}
         covered: dict[int, float] = {}
         for t in words | extra:
-            tid = self._vocab.get(t)
-            if tid is None:
-                continue
-            posting, freqs = self._postings[tid], self._freqs[tid]
-            df = len(posting)
-            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            if t in weight:
+            tf: dict[int, float] = {}  # passage -> count of t, and of its related words at RELATED_TF
+            exact: set[int] = set()
+            for alt in (_RELATED.get(t, frozenset()) | {t}) if t in words else (t,):
+                tid = self._vocab.get(alt)
+                if tid is None:
+                    continue
+                share = 1.0 if alt == t else RELATED_TF
+                for pid, count in zip(self._postings[tid], self._freqs[tid]):
+                    tf[pid] = tf.get(pid, 0.0) + share * count
+                    if alt == t:
+                        exact.add(pid)
+            df = len(tf)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5)) if df else unseen
+            if t in words:
                 weight[t] = t_weight(t, idf)
-            for pid, tf in zip(posting, freqs):
-                norm = tf + K1 * (1 - B + B * self._doclen[pid] / self._avg)
-                scores[pid] = scores.get(pid, 0.0) + idf * tf * (K1 + 1) / norm
-                if t in weight:
-                    covered[pid] = covered.get(pid, 0.0) + t_weight(t, idf)
+            for pid, f in tf.items():
+                norm = f + K1 * (1 - B + B * self._doclen[pid] / self._avg)
+                scores[pid] = scores.get(pid, 0.0) + idf * f * (K1 + 1) / norm
+                if t in words:
+                    covered[pid] = covered.get(pid, 0.0) + weight[t] * (1.0 if pid in exact else RELATED_TF)
         total = sum(weight.values())
         if not scores or total <= 0:
             return []
         best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         top = best[0][1]
+        top_cover = covered.get(best[0][0], 0.0) / total
         out = []
         for rank, (pid, score) in enumerate(best):
             cover = covered.get(pid, 0.0) / total
             enough = cover >= min_cover or (about_me and rank == 0 and cover >= MIN_COVER_YOU)
-            if score >= top * min_share and enough:
+            if score >= top * min_share and enough and cover >= FOCUS * top_cover:
                 out.append(self.passage(pid, score))
         return out
 
