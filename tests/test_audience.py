@@ -31,6 +31,7 @@ from talker_stream.live import LiveAvatar
 from talker_stream.brain.llm import GenerationParams, open_llm
 from talker_stream.brain.moderation import Moderator
 from talker_stream.audience.queue import QuestionQueue
+from talker_stream.speech.text import strip_tags
 from talker_stream.speech.tts.piper import PiperTTS
 
 PERSONA = "You are Tess, a cheerful AI streamer who answers the audience's questions briefly and kindly."
@@ -379,6 +380,53 @@ def test_an_accepted_question_that_is_lost_is_told_to_its_adapter():
     stats = audience.stats()
     assert stats["expired"] == 2 and stats["unheard"] == 1 and stats["drop_notices"] == 2
     assert not chat.replies and not plain.replies
+
+
+class VoiceChat(LocalChat):
+    """TEST DOUBLE of a platform with a voice channel (no network): a LocalChat with the
+    optional ``speak_along``, for messages whose text starts with "(voice)". What it would
+    say in the channel is recorded with the time each piece was written."""
+
+    def __init__(self, platform: str) -> None:
+        super().__init__(platform)
+        self.along: list[tuple[float, str]] = []
+        self.asked_along: list[str] = []
+
+    def speak_along(self, message: ChatMessage):
+        self.asked_along.append(message.author)
+        if not message.text.startswith("(voice)"):
+            return None
+
+        def along(pieces):
+            for piece in pieces:
+                self.along.append((time.monotonic(), piece))
+                yield piece
+        return along
+
+
+def test_a_spoken_question_is_answered_in_its_voice_channel_as_the_stream_says_it(smollm, animator, piper):
+    """The audience runner hands a voice adapter's ``speak_along`` the answer's pieces on
+    their way to the avatar: the channel hears each one while the stream says it, not
+    after; a typed question gets no such pass-through; the chat reply still follows."""
+    sink = CaptionSink()
+    chat = VoiceChat("discord")
+    live = LiveAvatar(make_settings(**{"live.sinks": []}), [sink], tts=piper, engine=animator).start()
+    audience = Audience(live, brain(smollm, 24), [chat], QuestionQueue(), reply_in_chat=True).start()
+    try:
+        chat.send("ana", "(voice) what is the capital of France")
+        assert wait_for(lambda: len(chat.replies) == 1, 60), audience.stats()
+        chat.send("bob", "do you like cats")
+        assert wait_for(lambda: len(chat.replies) == 2, 60), audience.stats()
+    finally:
+        audience.stop()
+        live.stop()
+    assert chat.asked_along == ["ana", "bob"]
+    (_, heard), _ = chat.replies
+    written = "".join(piece for _, piece in chat.along)
+    assert chat.along and " ".join(strip_tags(written).split()).startswith(heard[:20]), (written, heard)
+    with sink.lock:
+        speaking = [t for t, is_speaking, q, _, _ in sink.frames if is_speaking and q.startswith("ana asks")]
+    assert chat.along[0][0] < speaking[-1] - 0.5, "the first piece went to the channel while the avatar spoke"
 
 
 def _rss_mb() -> float:

@@ -197,7 +197,7 @@ class Audience:
         self.asked.append(item)
         del self.asked[:-50]
         question = Question(item.text, item.author, item.channel, moderated=True)
-        turn = self.turns.ask(question, caption=item.label)
+        turn = self.turns.ask(question, caption=item.label, echo=self._spoken_along(item))
         deadline = time.monotonic() + self.max_answer_seconds
         while (result := turn.wait(0.2)) is None:
             if not self._running.is_set():
@@ -228,6 +228,18 @@ class Audience:
                 self.chat_replies_failed += 1
                 log.warning("chat reply to %s dropped: %d replies already wait", item.author, REPLIES_WAITING)
         return result
+
+    def _spoken_along(self, item: Queued):
+        """The adapter's ``speak_along`` pass-through for a question it can hear answered (a
+        spoken one in a voice channel), when it replies at all; None otherwise."""
+        along = getattr(item.source, "speak_along", None)
+        if item.source is None or not callable(along) or not self.replying.get(id(item.source)):
+            return None
+        try:
+            return along(item.message)
+        except Exception as exc:  # noqa: BLE001 - the stream still answers
+            log.warning("chat adapter %s cannot speak along: %s", item.source.name, exc)
+            return None
 
     def _outage(self, item: Queued, why: Exception) -> None:
         """An engine server is down (nothing was said): the question goes back to its place

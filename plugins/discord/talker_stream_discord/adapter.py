@@ -10,17 +10,19 @@ A /ask question the core accepted but will not answer (``dropped()``) has its "i
 thinking…" response edited into a short apology; a dropped @mention is left alone (no
 noise in the channel).
 
-Spoken questions carry a ``VoiceOrigin`` handle, and ``reply()`` on such a message
-*speaks* the answer in the voice channel it came from (the core needs no new call);
-``speak(message, pieces)`` does the same for answers still being written, piece by piece.
+Spoken questions carry a ``VoiceOrigin`` handle. The audience runner asks
+``speak_along(message)`` for them, so their answer is said in the voice channel it came
+from as the model writes it, while the avatar says it on stream; ``reply()`` speaks it
+there (whole) only when that did not happen. ``speak(message, pieces)`` says any answer.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -123,7 +125,7 @@ class DiscordAdapter:
 
     def reply(self, message: ChatMessage, text: str) -> bool:
         if isinstance(message.handle, VoiceOrigin):
-            return self.speak(message, [text])
+            return message.handle.spoken_along or self.speak(message, [text])
         if not text.strip():
             return False
         return self._call(self._send(message.handle, split_message(text)))
@@ -146,6 +148,34 @@ class DiscordAdapter:
         if session is None or session.channel.id != origin.channel_id:
             return False
         return session.say([pieces] if isinstance(pieces, str) else pieces)
+
+    def speak_along(self, message: ChatMessage) -> Callable[[Iterator[str]], Iterator[str]] | None:
+        """For a spoken question: a pass-through for the answer's pieces on their way to the
+        avatar that also says each one in the voice channel as the model writes it, so the
+        asker hears the answer while the stream does, not after it (``reply`` then says
+        nothing more). None for a typed question."""
+        if not isinstance(message.handle, VoiceOrigin):
+            return None
+
+        def along(pieces: Iterator[str]) -> Iterator[str]:
+            side: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+
+            def written() -> Iterator[str]:
+                while (piece := side.get()) is not None:
+                    yield piece
+
+            if not self.speak(message, written()):  # the bot left the channel: the stream answers alone
+                yield from pieces
+                return
+            message.handle.spoken_along = True
+            try:
+                for piece in pieces:
+                    side.put(piece)
+                    yield piece
+            finally:  # the answer ended, or the avatar was cut off: the voice says what it got
+                side.put(None)
+
+        return along
 
     def stop(self) -> None:
         self._stop_requested.set()

@@ -83,6 +83,7 @@ class VoiceOrigin:
     guild_id: int
     channel_id: int
     user_id: int
+    spoken_along: bool = False  # its answer was spoken here as the model wrote it (speak_along)
 
 
 class _Speaker:

@@ -10,9 +10,11 @@ resume logic) and all of the adapter.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
+import time
 
 import discord
 import pytest
@@ -469,17 +471,15 @@ def _decode(packets: list[bytes]):
 def _bot_answer(voice, start: int, timeout: float = 60.0) -> list[bytes]:
     """The opus frames of one spoken answer: from *start* until the bot has gone quiet
     (discord.py ends every playback with five silence frames)."""
-    import time as _time
-
-    deadline = _time.monotonic() + timeout
-    while _time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         frames = [f[2] for f in voice.from_bot[start:]]
         if len(frames) > 5 and all(f == SILENCE_OPUS for f in frames[-5:]):
             quiet = len(voice.from_bot)
-            _time.sleep(0.3)
+            time.sleep(0.3)
             if len(voice.from_bot) == quiet:
                 return frames[:-5]
-        _time.sleep(0.05)
+        time.sleep(0.05)
     raise AssertionError("the bot never finished speaking")
 
 
@@ -538,6 +538,33 @@ def test_voice_question_answer_and_barge_in(fake, tls_cert, voice_settings):
             # costs up to 2 of the 6 words: the rest of the sentence must be there
             assert wer(answer, heard_back) <= 2 / 6, heard_back
 
+            # answered on stream (the audience runner): the voice channel hears each piece as the
+            # model writes it (speak_along), not the whole answer after the avatar has said it
+            asked = dataclasses.replace(m, handle=dataclasses.replace(m.handle))
+            typed = dataclasses.replace(m, handle=None)
+            assert adapter.speak_along(typed) is None, "a typed question is answered in text"
+            start = len(voice.from_bot)
+            sound_out = lambda: sum(f[2] != SILENCE_OPUS for f in voice.from_bot[start:])  # noqa: E731
+
+            def model():
+                yield "Paris is the capital of France. "
+                fake.wait_for(lambda: sound_out() >= 10, timeout=60)  # said before the rest is written
+                yield "It lies on the Seine."
+
+            assert list(adapter.speak_along(asked)(model())) == ["Paris is the capital of France. ",
+                                                                 "It lies on the Seine."], "passed on unchanged"
+            along = _decode(_bot_answer(voice, start))
+            _, both_seconds, _ = _opus_frames(adapter.tts, "Paris is the capital of France. It lies on the Seine.")
+            voiced = np.flatnonzero(np.abs(along) > 0.01)
+            assert (voiced[-1] - voiced[0]) / 48000 > 0.8 * both_seconds, "both pieces were said"
+            heard_along = adapter.asr.transcribe(resample_poly(along, 1, 3).astype(np.float32))
+            assert "capital of france" in heard_along.lower(), heard_along
+            assert asked.handle.spoken_along and not m.handle.spoken_along
+            said = len(voice.from_bot)
+            assert adapter.reply(asked, "Paris is the capital of France. It lies on the Seine.")
+            time.sleep(1.0)
+            assert not any(f[2] != SILENCE_OPUS for f in voice.from_bot[said:]), "said once, not again after the avatar"
+
             # barge-in: Alice talks over a long answer; the bot stops and drops the rest
             start = len(voice.from_bot)
             long_answer = " ".join(["Paris has been the capital of France for a very long time."] * 6)
@@ -547,8 +574,9 @@ def test_voice_question_answer_and_barge_in(fake, tls_cert, voice_settings):
             fake.wait_for(lambda: session.barge_ins == 1)
             assert session.speech_start_ms[-1] - onset * 1000 <= 200
             cut = _decode(_bot_answer(voice, start))
-            first, cut_short = fake.wait_for(lambda: len(session.spoken) == 2 and list(session.spoken))
+            first, along_heard, cut_short = fake.wait_for(lambda: len(session.spoken) == 3 and list(session.spoken))
             assert first.text == answer and first.interrupt is None  # heard to the end
+            assert along_heard.text == "Paris is the capital of France. It lies on the Seine." and not along_heard.interrupt
             assert cut_short.interrupt.reason == "barge-in" and cut_short.interrupt.source == f"discord:{ALICE_ID}"
             _, long_seconds, _ = _opus_frames(adapter.tts, long_answer)
             assert len(cut) / 48000 < 0.6 * long_seconds, (len(cut) / 48000, long_seconds)

@@ -22,6 +22,12 @@ The contract, kept small so each platform's quirks stay inside its plugin:
   crashed or was unreachable while answering, again when the question was asked once more). Called on the core's reply
   thread, like ``reply``; an adapter that told the asker "wait for it" can take it back here
   (Discord's /ask edits its "thinking…" message). Adapters without it are unaffected.
+- ``speak_along(message)``, optional: for a question the platform can hear an answer to (a
+  spoken question in a voice channel), a pass-through ``Iterator[str] -> Iterator[str]`` for
+  the answer's pieces on their way to the avatar's voice, which also speaks them on the
+  platform as the model writes them, so the asker hears the answer while the stream does,
+  not after it; None for any other message. Only asked when the adapter replies in chat;
+  its ``reply`` then need not say the answer again.
 """
 from __future__ import annotations
 
