@@ -5,6 +5,8 @@ SmolLM2, Piper, Whisper tiny.en, the mesh face), then opens N WebRTC peers again
 aiortc, each a WHEP client like a browser tab (a Python peer, not Chromium: eight Chromium
 tabs would measure Chromium on two cores). Each peer decodes the avatar's VP8 and Opus.
 
+Each peer also keeps the session's caption stream open (``/whep/ID/events``), as the page does.
+
 - idle: N sessions connected, nobody asks anything, for --seconds.
 - speaking: the same, while every session is asked a question every few seconds (typed, via
   ``/ask``), so all N avatars talk at once and share the one LLM and voice.
@@ -57,6 +59,7 @@ class Peer:
         self.video_times: list[float] = []
         self.loud_at: list[float] = []
         self.session = ""
+        self.events: asyncio.Future | None = None
         self.pc = None
 
     async def start(self) -> None:
@@ -79,6 +82,16 @@ class Peer:
         resp = await asyncio.get_running_loop().run_in_executor(None, urllib.request.urlopen, req)
         self.session = resp.headers["Location"]
         await pc.setRemoteDescription(RTCSessionDescription(resp.read().decode(), "answer"))
+        self.events = asyncio.ensure_future(self._captions())
+
+    async def _captions(self) -> None:
+        """The caption stream a session page keeps open for as long as it lives."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(self.url.rstrip("/") + self.session + "/events") as resp:
+                async for _ in resp.content:
+                    pass
 
     async def _drain(self, track) -> None:
         from aiortc.mediastreams import MediaStreamError
@@ -103,6 +116,8 @@ class Peer:
         urllib.request.urlopen(req, timeout=30).read()
 
     async def stop(self) -> None:
+        if self.events is not None:
+            self.events.cancel()
         req = urllib.request.Request(self.url.rstrip("/") + self.session, method="DELETE")
         try:
             await asyncio.get_running_loop().run_in_executor(None, urllib.request.urlopen, req)

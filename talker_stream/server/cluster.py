@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 
 from .sessions import Session, SharedEngines
@@ -32,6 +33,7 @@ class SessionHost:
         from . import sessions
 
         sessions.NODE = ray.get_runtime_context().get_node_id()[:8]
+        sys.setswitchinterval(sessions.SWITCH_INTERVAL_S)  # the session's threads and Ray's share one interpreter
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="session-loop", daemon=True).start()
         self.engines = SharedEngines.open(settings)  # clients of the engine services: light

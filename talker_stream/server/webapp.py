@@ -20,7 +20,7 @@ import os
 from importlib.resources import files
 
 from . import ice
-from .sessions import Busy, NoRelay, Session, Sessions, SharedEngines, sse
+from .sessions import SWITCH_INTERVAL_S, Busy, NoRelay, Session, Sessions, SharedEngines, blocking, sse
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class WebApp:
             return web.Response(status=400, text="the question is empty\n")
         if len(text) > MAX_ASK_CHARS:
             return web.Response(status=413, text=f"a question has at most {MAX_ASK_CHARS} characters\n")
-        await asyncio.get_running_loop().run_in_executor(None, session.ask, text)
+        await blocking(session.ask, text)
         return web.json_response({"asked": text})
 
     async def interrupt(self, request):
@@ -176,7 +176,7 @@ class WebApp:
         session.watchers += 1
         try:
             while not session.closed.is_set():
-                events = await loop.run_in_executor(None, session.next_events, 0.5)
+                events = await blocking(session.next_events, 0.5)
                 # a heartbeat when there is nothing to say: a page that vanished is noticed here
                 await resp.write(b"".join(sse(e) for e in events) if events else b": ping\n\n")
         except (ConnectionResetError, RuntimeError, asyncio.CancelledError):
@@ -210,7 +210,7 @@ class WebApp:
                 for s in self.sessions.all():  # a cluster session whose node died
                     check = getattr(s, "check", None)
                     if check is not None:
-                        await asyncio.get_running_loop().run_in_executor(None, check)
+                        await blocking(check)
                     if s.closed.is_set():
                         await self._close(s.id, "it ended where it ran")
 
@@ -242,7 +242,7 @@ class LocalSessions:
 
     async def create(self, address: str, offer: str, config, on_gone) -> tuple[Session, str]:
         loop = asyncio.get_running_loop()
-        session = await loop.run_in_executor(None, Session, self.engines, loop, address)
+        session = await blocking(Session, self.engines, loop, address)
         try:
             answer = await session.connect(offer, config, lambda why: on_gone(session.id, why))
         except BaseException:
@@ -281,9 +281,12 @@ def serve(settings, ray_address: str | None = None) -> None:
 
     from ..errors import TalkerError
 
+    import sys
+
     cfg = settings.serve
     invite_token(cfg)
     ice.check_credentials(cfg)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # many sessions' threads share one interpreter
     try:
         sock = socket.create_server((cfg.host, cfg.port))
     except OSError as exc:
