@@ -220,7 +220,7 @@ AREAS = {
     "render": ["test_render.py", "test_animator.py", "test_timeline.py", "test_clock.py", "test_bad_input.py",
                "test_text.py", "test_config.py", "test_mouth.py"],
     "live": ["test_live.py", "test_live_cli.py", "test_server.py", "test_web_page.py", "test_webrtc.py",
-             "test_cluster.py", "test_speech_output.py"],
+             "test_cluster.py", "test_speech_output.py", "test_session_app.py"],
     "sinks": ["test_sink_record.py", "test_sink_rtmp.py", "test_sink_obs.py", "test_sink_virtualcam.py"],
     "brain": ["test_llm.py", "test_asr.py", "test_conversation.py", "test_crash.py", "test_chat.py",
               "test_knowledge.py", "test_models.py", "test_services.py", "test_turns.py"],
