@@ -23,6 +23,8 @@ from .sessions import Session, SharedEngines
 
 log = logging.getLogger(__name__)
 
+ACTOR_CALLS = 8  # calls one session actor serves at once (caption polls, questions, stats, the end)
+
 
 class SessionHost:
     """The actor: one session, its own event loop on a thread (aiortc needs one)."""
@@ -141,7 +143,11 @@ class RaySessions:
 
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         self.settings = settings
-        self.actor_class = ray.remote(num_cpus=settings.serve.session_cpus, max_restarts=0)(SessionHost)
+        # a threaded actor: the page's caption poll waits up to half a second in the actor, and
+        # a question, an interrupt or the end must not queue behind it (one call at a time is
+        # Ray's default)
+        self.actor_class = ray.remote(num_cpus=settings.serve.session_cpus, max_restarts=0,
+                                      max_concurrency=ACTOR_CALLS)(SessionHost)
 
     async def create(self, address: str, offer: str, config, on_gone) -> tuple[RemoteSession, str]:
         actor = self.actor_class.remote(self.settings, address)
