@@ -49,6 +49,7 @@ class WebApp:
         self.maker = maker or LocalSessions(engines)
         self.token = invite_token(cfg)
         self.open_to_all = not _loopback(cfg.host)
+        self._reaper: asyncio.Task | None = None
 
     # -- app -------------------------------------------------------------------------------
     def app(self):
@@ -214,10 +215,11 @@ class WebApp:
                     if s.closed.is_set():
                         await self._close(s.id, "it ended where it ran")
 
-        app["reaper"] = asyncio.get_running_loop().create_task(reap())
+        self._reaper = asyncio.get_running_loop().create_task(reap())
 
     async def _shutdown(self, app) -> None:
-        app["reaper"].cancel()
+        if self._reaper is not None:
+            self._reaper.cancel()
         for s in self.sessions.all():
             await self._close(s.id, "the server is stopping")
 
