@@ -233,7 +233,7 @@ class Audience:
         """The adapter's ``speak_along`` pass-through for a question it can hear answered (a
         spoken one in a voice channel), when it replies at all; None otherwise."""
         along = getattr(item.source, "speak_along", None)
-        if item.source is None or not callable(along) or not self.replying.get(id(item.source)):
+        if not callable(along) or not self.replying.get(id(item.source)):
             return None
         try:
             return along(item.message)

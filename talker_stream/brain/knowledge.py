@@ -78,7 +78,8 @@ world write year young
 
 
 # The past forms of everyday irregular verbs: "Who made you?" finds "Tess was built by ..." only
-# if made is make (and RELATED holds make and build together).
+# if made is make (and RELATED holds make and build together); and US spellings read as British
+# ones ("favorite color" finds "favourite colour").
 _IRREGULAR = {
     "made": "make", "built": "build", "wrote": "write", "written": "write", "ran": "run", "began": "begin",
     "begun": "begin", "bought": "buy", "sold": "sell", "taught": "teach", "thought": "think", "found": "find",

@@ -17,6 +17,7 @@ import asyncio
 import hmac
 import logging
 import os
+import sys
 from importlib.resources import files
 
 from . import ice
@@ -282,8 +283,6 @@ def serve(settings, ray_address: str | None = None) -> None:
     import socket
 
     from ..errors import TalkerError
-
-    import sys
 
     cfg = settings.serve
     invite_token(cfg)
